@@ -20,6 +20,6 @@ class Action(StrEnum):
 STRICTNESS: dict[Action, int] = {action: rank for rank, action in enumerate(Action)}
 
 
-def strictest(actions: "list[Action] | tuple[Action, ...] | set[Action]") -> Action:
+def strictest(actions: list[Action] | tuple[Action, ...] | set[Action]) -> Action:
     """The most protective of `actions` (`keep` when there are none)."""
     return max(actions, key=STRICTNESS.__getitem__, default=Action.KEEP)

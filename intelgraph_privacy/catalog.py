@@ -78,7 +78,7 @@ class _CatalogInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     default_sensitivity: Sensitivity = "medium"
-    fields: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    fields: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
 
 
 class Catalog:
@@ -153,9 +153,7 @@ def load_catalog(path: str | Path, schema: GraphQLSchema) -> Catalog:
     return catalog_from_mapping(raw if raw is not None else {}, schema, source=str(path))
 
 
-def catalog_from_mapping(
-    raw: Any, schema: GraphQLSchema, *, source: str = "<catalog>"
-) -> Catalog:
+def catalog_from_mapping(raw: Any, schema: GraphQLSchema, *, source: str = "<catalog>") -> Catalog:
     """Build a catalog from already-decoded YAML/JSON data."""
     if not isinstance(raw, dict):
         raise CatalogError(f"{source}: the catalog must be a mapping with a 'fields' key")
@@ -164,9 +162,8 @@ def catalog_from_mapping(
     except ValidationError as exc:
         raise CatalogError(f"{source}: {_describe(exc)}") from exc
     entries: dict[str, FieldEntry] = {}
-    for coordinate, body in top.fields.items():
-        if body is None:
-            body = {}
+    for coordinate, written in top.fields.items():
+        body = {} if written is None else written
         if not isinstance(body, dict):
             raise CatalogError(f"{source}: {coordinate}: the entry must be a mapping")
         try:
@@ -177,9 +174,7 @@ def catalog_from_mapping(
         values = parsed.model_dump()
         values["sensitivity"] = parsed.sensitivity or top.default_sensitivity
         entries[coordinate] = FieldEntry.model_validate(values)
-    return Catalog(
-        schema, entries, default_sensitivity=top.default_sensitivity, source=source
-    )
+    return Catalog(schema, entries, default_sensitivity=top.default_sensitivity, source=source)
 
 
 def _check_labels(entry: FieldEntry, coordinate: str, source: str) -> None:

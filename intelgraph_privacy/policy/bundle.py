@@ -51,8 +51,10 @@ class PolicyBundle:
 
 def contract_source() -> str:
     """The Rego source of the library's decision contract."""
-    return resources.files("intelgraph_privacy.policy").joinpath("decision.rego").read_text(
-        encoding="utf-8"
+    return (
+        resources.files("intelgraph_privacy.policy")
+        .joinpath("decision.rego")
+        .read_text(encoding="utf-8")
     )
 
 

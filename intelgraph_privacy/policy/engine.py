@@ -72,7 +72,7 @@ class PolicyEngine:
         self._cache: LRUCache[tuple[Any, ...], Decision] = LRUCache(maxsize=cache_size)
         self.stats = CacheStats()
         self.last_error: str | None = None
-        bundle, results, problem = self._build()
+        bundle, _, problem = self._build()
         if bundle is None or problem is not None:
             raise PolicyError(problem or "policy bundle failed to load")
         self._bundle: PolicyBundle = bundle
@@ -134,8 +134,9 @@ class PolicyEngine:
         results = run_rego_tests(bundle)
         failed = [r for r in results if r.outcome != "pass"]
         if failed:
-            names = ", ".join(f"{r.rule} ({r.outcome}{': ' + r.detail if r.detail else ''})"
-                              for r in failed)
+            names = ", ".join(
+                f"{r.rule} ({r.outcome}{': ' + r.detail if r.detail else ''})" for r in failed
+            )
             return bundle, results, f"policy tests failed: {names}"
         problem = _probe(bundle)
         return bundle, results, problem
@@ -178,7 +179,9 @@ def evaluate(
     if not entries:
         return {}
     if not isinstance(raw, dict):
-        raise PolicyError(f"{DECISION_RULE} is undefined or not an object (got {type(raw).__name__})")
+        raise PolicyError(
+            f"{DECISION_RULE} is undefined or not an object (got {type(raw).__name__})"
+        )
     actions: dict[str, Action] = {}
     for coordinate in entries:
         value = raw.get(coordinate)

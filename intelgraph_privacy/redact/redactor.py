@@ -92,8 +92,13 @@ class Redactor:
         """The redaction plan for `principal` running this operation (cached)."""
         if variables is not None:
             self.check_variables(text, operation_name, variables)
-        key = (text, operation_name or None, principal.cache_key(), self.policy.version,
-               self.catalog.version)
+        key = (
+            text,
+            operation_name or None,
+            principal.cache_key(),
+            self.policy.version,
+            self.catalog.version,
+        )
         with self._lock:
             cached = self._plans.get(key)
         if cached is not None:
@@ -123,10 +128,8 @@ class Redactor:
             self.schema, operation.variable_definitions or (), dict(variables)
         )
         if isinstance(result, list):
-            raise PlanError(
-                "invalid variables", [e.formatted for e in result]  # type: ignore[misc]
-            )
-        return result
+            raise PlanError("invalid variables", [dict(e.formatted) for e in result])
+        return dict(result.coerced)
 
     def apply(self, plan: Plan, response: Any) -> Redacted:
         """Rewrite a decoded upstream response according to the plan."""

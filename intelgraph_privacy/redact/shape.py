@@ -19,7 +19,6 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
-    GraphQLAbstractType,
     GraphQLCompositeType,
     GraphQLInterfaceType,
     GraphQLList,
@@ -27,13 +26,13 @@ from graphql import (
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLSchema,
+    GraphQLUnionType,
     InlineFragmentNode,
     NameNode,
     OperationDefinitionNode,
+    SelectionNode,
     SelectionSetNode,
     get_named_type,
-    is_abstract_type,
-    is_composite_type,
     print_ast,
 )
 
@@ -42,6 +41,8 @@ from intelgraph_privacy.errors import PlanError
 TYPENAME = "__typename"
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
 _TYPENAME_ALIAS = "_igTypename"
+_ABSTRACT = (GraphQLInterfaceType, GraphQLUnionType)
+_COMPOSITE = (GraphQLObjectType, GraphQLInterfaceType, GraphQLUnionType)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +104,10 @@ def build_shape(
     for name in used:
         frag = fragments[name]
         cond = schema.get_type(frag.type_condition.name.value)
-        if not is_composite_type(cond):
+        if not isinstance(cond, _COMPOSITE):
             raise PlanError(f"fragment {name} is on a type the schema does not have")
         rewritten[name] = dataclasses.replace(
-            frag, selection_set=rewriter.selection_set(frag.selection_set, cond)  # type: ignore[arg-type]
+            frag, selection_set=rewriter.selection_set(frag.selection_set, cond)
         )
     upstream = DocumentNode(definitions=(operation, *rewritten.values()))
     collector = _Collector(schema, rewritten, alias)
@@ -149,22 +150,26 @@ def _used_fragments(
                 if name not in used:
                     used.append(name)
                     pending.append(fragments[name].selection_set)
-            elif sel.selection_set is not None:  # type: ignore[union-attr]
-                pending.append(sel.selection_set)  # type: ignore[union-attr]
+            elif isinstance(sel, FieldNode | InlineFragmentNode) and sel.selection_set:
+                pending.append(sel.selection_set)
     return used
 
 
 def _free_alias(document: DocumentNode) -> str:
     names: set[str] = set()
-    pending = [d.selection_set for d in document.definitions if hasattr(d, "selection_set")]
+    pending = [
+        d.selection_set
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode | FragmentDefinitionNode)
+    ]
     while pending:
         for sel in pending.pop().selections:
             if isinstance(sel, FieldNode):
                 names.add(sel.name.value)
                 if sel.alias:
                     names.add(sel.alias.value)
-            if getattr(sel, "selection_set", None) is not None:
-                pending.append(sel.selection_set)  # type: ignore[union-attr]
+            if isinstance(sel, FieldNode | InlineFragmentNode) and sel.selection_set:
+                pending.append(sel.selection_set)
     alias, n = _TYPENAME_ALIAS, 0
     while alias in names:
         n += 1
@@ -189,28 +194,31 @@ class _TypenameInjector:
     def selection_set(
         self, node: SelectionSetNode, parent: GraphQLCompositeType
     ) -> SelectionSetNode:
-        out = []
+        out: list[SelectionNode] = []
         for sel in node.selections:
-            if isinstance(sel, FieldNode) and sel.selection_set is not None:
-                ftype = _field_type(parent, sel.name.value)
-                named = get_named_type(ftype) if ftype is not None else None
-                if is_composite_type(named):
-                    sub = self.selection_set(sel.selection_set, named)  # type: ignore[arg-type]
-                    if is_abstract_type(named):
-                        sub = dataclasses.replace(sub, selections=(self.field, *sub.selections))
-                    sel = dataclasses.replace(sel, selection_set=sub)
-            elif isinstance(sel, InlineFragmentNode):
-                cond = (
-                    self.schema.get_type(sel.type_condition.name.value)
-                    if sel.type_condition
-                    else parent
-                )
-                if is_composite_type(cond):
-                    sel = dataclasses.replace(
-                        sel, selection_set=self.selection_set(sel.selection_set, cond)  # type: ignore[arg-type]
-                    )
-            out.append(sel)
+            out.append(self._selection(sel, parent))
         return dataclasses.replace(node, selections=tuple(out))
+
+    def _selection(self, sel: SelectionNode, parent: GraphQLCompositeType) -> SelectionNode:
+        if isinstance(sel, FieldNode) and sel.selection_set is not None:
+            ftype = _field_type(parent, sel.name.value)
+            named = get_named_type(ftype) if ftype is not None else None
+            if isinstance(named, _COMPOSITE):
+                sub = self.selection_set(sel.selection_set, named)
+                if isinstance(named, _ABSTRACT):
+                    sub = dataclasses.replace(sub, selections=(self.field, *sub.selections))
+                return dataclasses.replace(sel, selection_set=sub)
+        elif isinstance(sel, InlineFragmentNode):
+            cond = (
+                self.schema.get_type(sel.type_condition.name.value)
+                if sel.type_condition
+                else parent
+            )
+            if isinstance(cond, _COMPOSITE):
+                return dataclasses.replace(
+                    sel, selection_set=self.selection_set(sel.selection_set, cond)
+                )
+        return sel
 
 
 class _Collector:
@@ -230,11 +238,13 @@ class _Collector:
     def selection(
         self, selection_sets: list[SelectionSetNode], named: GraphQLCompositeType
     ) -> SelectionShape:
-        if isinstance(named, GraphQLAbstractType):  # type: ignore[misc, arg-type]
-            concrete = list(self.schema.get_possible_types(named))  # type: ignore[arg-type]
+        concrete: list[GraphQLObjectType]
+        if isinstance(named, _ABSTRACT):
+            concrete = list(self.schema.get_possible_types(named))
             typename_key: str | None = self.alias
         else:
-            concrete = [named]  # type: ignore[list-item]
+            assert isinstance(named, GraphQLObjectType)
+            concrete = [named]
             typename_key = None
         by_type = {t.name: self.fields(t, selection_sets) for t in concrete}
         return SelectionShape(by_type, typename_key)
@@ -260,7 +270,8 @@ class _Collector:
                 key = sel.alias.value if sel.alias else sel.name.value
                 grouped.setdefault(key, []).append(sel)
             elif isinstance(sel, InlineFragmentNode):
-                if self._applies(runtime, sel.type_condition.name.value if sel.type_condition else None):
+                condition = sel.type_condition.name.value if sel.type_condition else None
+                if self._applies(runtime, condition):
                     self._collect(runtime, sel.selection_set, grouped, visited)
             elif isinstance(sel, FragmentSpreadNode):
                 name = sel.name.value
@@ -275,9 +286,7 @@ class _Collector:
         if condition is None or condition == runtime.name:
             return True
         cond = self.schema.get_type(condition)
-        return isinstance(cond, GraphQLAbstractType) and self.schema.is_sub_type(  # type: ignore[misc, arg-type]
-            cond, runtime  # type: ignore[arg-type]
-        )
+        return isinstance(cond, _ABSTRACT) and self.schema.is_sub_type(cond, runtime)
 
     def _field(self, runtime: GraphQLObjectType, key: str, nodes: list[FieldNode]) -> FieldShape:
         name = nodes[0].name.value
@@ -293,9 +302,9 @@ class _Collector:
         self.coordinates.add(coordinate)
         nullable, named = _unwrap(fdef.type)
         child = None
-        if is_composite_type(named):
+        if isinstance(named, _COMPOSITE):
             subsets = [n.selection_set for n in nodes if n.selection_set is not None]
-            child = self.selection(subsets, named)  # type: ignore[arg-type]
+            child = self.selection(subsets, named)
         return FieldShape(key, coordinate, nullable, False, False, child)
 
 

@@ -65,7 +65,7 @@ def generalise(value: object, band: float) -> int | float | str | None:
         if not math.isfinite(value):  # type: ignore[arg-type]
             return None
         return math.floor(value / band) * band  # type: ignore[operator]
-    if kind is str:
-        match = _ISO_DATE.match(value)  # type: ignore[arg-type]
+    if isinstance(value, str):
+        match = _ISO_DATE.match(value)
         return match.group(1) if match else None
     return None
