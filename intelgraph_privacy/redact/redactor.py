@@ -68,7 +68,8 @@ class Redactor:
             with self._lock:
                 self._documents[text] = cached
         if isinstance(cached, PlanError):
-            raise cached
+            # A fresh exception each time: re-raising one object would grow its traceback.
+            raise PlanError(str(cached), cached.errors)
         return cached
 
     def shape(self, text: str, operation_name: str | None = None) -> Shape:

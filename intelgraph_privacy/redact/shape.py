@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from graphql import (
     DocumentNode,
@@ -22,6 +23,7 @@ from graphql import (
     GraphQLCompositeType,
     GraphQLInterfaceType,
     GraphQLList,
+    GraphQLNamedType,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
@@ -51,6 +53,8 @@ class FieldShape:
 
     key: str
     coordinate: str
+    #: The named type the field returns (`String`, `Person`, `SearchResult`...).
+    type_name: str
     #: Nullability of each position, outermost first: `[Person!]!` -> (False, False).
     nullable: tuple[bool, ...]
     #: The sidecar's own `__typename`, removed from the response after use.
@@ -293,9 +297,9 @@ class _Collector:
         coordinate = f"{runtime.name}.{name}"
         if name == TYPENAME:
             injected = key == self.alias
-            return FieldShape(key, coordinate, (False,), injected, True, None)
+            return FieldShape(key, coordinate, "String", (False,), injected, True, None)
         if name in INTROSPECTION_FIELDS:
-            return FieldShape(key, coordinate, (True,), False, True, None)
+            return FieldShape(key, coordinate, name, (True,), False, True, None)
         fdef = runtime.fields.get(name)
         if fdef is None:
             raise PlanError(f"type {runtime.name} has no field {name!r}")
@@ -305,13 +309,13 @@ class _Collector:
         if isinstance(named, _COMPOSITE):
             subsets = [n.selection_set for n in nodes if n.selection_set is not None]
             child = self.selection(subsets, named)
-        return FieldShape(key, coordinate, nullable, False, False, child)
+        return FieldShape(key, coordinate, named.name, nullable, False, False, child)
 
 
-def _unwrap(gtype: GraphQLOutputType) -> tuple[tuple[bool, ...], object]:
+def _unwrap(gtype: GraphQLOutputType) -> tuple[tuple[bool, ...], GraphQLNamedType]:
     # Walk list and non-null wrappers: one nullability flag per position, outermost first.
     flags: list[bool] = []
-    current: object = gtype
+    current: Any = gtype
     while True:
         if isinstance(current, GraphQLNonNull):
             flags.append(False)
