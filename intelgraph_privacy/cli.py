@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--schema", default=_default("presets/demo.graphql"))
     demo.add_argument("--catalog", default=_default("presets/catalog.yaml"))
     demo.add_argument("--policies", default=_default("rego"))
+    demo.add_argument("--purpose", help="token purpose for every demo principal")
     demo.set_defaults(run=_demo)
     return parser
 
@@ -100,7 +101,13 @@ def _catalog_check(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from intelgraph_privacy.demo import run_demo
 
-    run_demo(Path(args.schema), Path(args.catalog), Path(args.policies), out=sys.stdout)
+    run_demo(
+        Path(args.schema),
+        Path(args.catalog),
+        Path(args.policies),
+        purpose=args.purpose,
+        out=sys.stdout,
+    )
     return 0
 
 

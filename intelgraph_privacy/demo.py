@@ -88,7 +88,14 @@ def demo_response(typename_key: str) -> dict[str, Any]:
     }
 
 
-def run_demo(schema_path: Path, catalog_path: Path, policies: Path, *, out: TextIO) -> None:
+def run_demo(
+    schema_path: Path,
+    catalog_path: Path,
+    policies: Path,
+    *,
+    purpose: str | None = None,
+    out: TextIO,
+) -> None:
     """Print the query, then the response each demo principal receives."""
     schema = load_schema(schema_path)
     catalog = load_catalog(catalog_path, schema)
@@ -96,7 +103,8 @@ def run_demo(schema_path: Path, catalog_path: Path, policies: Path, *, out: Text
     redactor = Redactor(schema, catalog, engine, pseudonym_key=DEMO_PSEUDONYM_KEY)
     out.write(f"Policy bundle {engine.version} ({policies}), catalog {catalog_path}\n\n")
     out.write(DEMO_QUERY + "\n")
-    for label, principal in DEMO_PRINCIPALS.items():
+    for label, demo_principal in DEMO_PRINCIPALS.items():
+        principal = demo_principal.model_copy(update={"purpose": purpose or demo_principal.purpose})
         plan = redactor.plan(DEMO_QUERY, None, principal)
         response = copy.deepcopy(demo_response(redactor.shape(DEMO_QUERY).typename_alias))
         result = redactor.apply(plan, response)
