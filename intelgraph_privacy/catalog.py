@@ -99,7 +99,9 @@ class Catalog:
         _check_coordinates(schema, self._declared, source)
         self._resolved = self._resolve_all()
         #: Content hash: decisions cached under one catalog are not reused under another.
-        self.version = _content_hash(default_sensitivity, self._declared)
+        # Hash what coordinates resolve to (not only what is written): the same file over
+        # another schema can resolve differently through interfaces.
+        self.version = _content_hash(default_sensitivity, self._resolved)
 
     @property
     def declared(self) -> Mapping[str, FieldEntry]:
@@ -145,12 +147,33 @@ def load_catalog(path: str | Path, schema: GraphQLSchema) -> Catalog:
     """Load a catalog YAML file and validate it against `schema`."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read catalog: {exc.strerror}") from exc
+    except _DuplicateKeyError as exc:
+        raise CatalogError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: not valid YAML: {exc}") from exc
     return catalog_from_mapping(raw if raw is not None else {}, schema, source=str(path))
+
+
+class _DuplicateKeyError(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys (PyYAML would keep the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKeyError(
+                    f"{key}: listed twice (line {key_node.start_mark.line + 1})"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def catalog_from_mapping(raw: Any, schema: GraphQLSchema, *, source: str = "<catalog>") -> Catalog:

@@ -19,12 +19,13 @@ import regorus
 
 from intelgraph_privacy.codec import dumps, loads
 from intelgraph_privacy.errors import PolicyError
+from intelgraph_privacy.policy.negation import rewrite_wildcard_negations
 
 Syntax = Literal["v0", "v1"]
 
 #: Where the library's decision contract appears in error messages and the version hash.
 CONTRACT_PATH = "<intelgraph_privacy>/decision.rego"
-_IMPORT_V1 = re.compile(r"^\s*import\s+rego\.v1\s*$", re.MULTILINE)
+_IMPORT_V1 = re.compile(r"^\s*import\s+rego\.v1\s*(?:#.*)?$", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +101,12 @@ def compile_bundle(
                 )
     engine = regorus.Engine()
     engine.set_rego_v0(syntax == "v0")
-    for f in files:
+    for index, f in enumerate(files):
         try:
-            engine.add_policy(f.path, f.source)
+            source = rewrite_wildcard_negations(
+                f.path, f.source, rego_v0=syntax == "v0", tag=str(index)
+            )
+            engine.add_policy(f.path, source)
         except RuntimeError as exc:
             raise PolicyError(f"{f.path}: {rego_error(exc)}") from exc
     if data:
