@@ -4,6 +4,9 @@ Null, mask, hash and generalise per response path; a null in a non-null position
 nearest nullable parent as the GraphQL specification says; every nulled field gets an `errors[]`
 entry with code REDACTED; upstream errors at or under a redacted path are dropped; keys the plan
 does not know, and values whose JSON type does not fit the schema, are redacted (fail closed).
+
+The walk below is the reference implementation. When the C extension is built, `apply` runs its
+exact transcription (`_walk.c`), which tests compare against this one.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from intelgraph_privacy.actions import Action
+from intelgraph_privacy.redact.native import native_walker
 from intelgraph_privacy.redact.plan import FieldPlan, Plan, SelectionPlan
 from intelgraph_privacy.redact.report import RedactionReport
 
@@ -20,6 +24,7 @@ _MISSING: Any = object()
 _NULL = Action.NULL
 # A path is a chain of (parent, key) pairs, built in O(1) and turned into a list only when needed.
 Chain = tuple[Any, str | int] | None
+UNKNOWN_TYPE_MESSAGE = "object of unknown type redacted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +35,18 @@ class Redacted:
     report: RedactionReport
 
 
-def apply(plan: Plan, response: Any) -> Redacted:
+@dataclass(frozen=True, slots=True)
+class WalkResult:
+    """What one walk over `data` did (the same from the Python and the C walker)."""
+
+    ok: bool
+    unknown: int
+    counts: list[int]
+    errors: list[dict[str, Any]]
+    redacted: list[list[str | int]]
+
+
+def apply(plan: Plan, response: Any, *, native: bool = True) -> Redacted:
     """Rewrite `response` (decoded JSON, modified in place) according to `plan`."""
     report = RedactionReport()
     if plan.denied:
@@ -38,22 +54,36 @@ def apply(plan: Plan, response: Any) -> Redacted:
         return Redacted(denied_response(plan.denied), report)
     if not isinstance(response, dict):
         return Redacted(_invalid_upstream("the upstream response is not a JSON object"), report)
-    walk = _Walk(mutate=True)
     out: dict[str, Any] = {}
+    walked: WalkResult | None = None
     if "data" in response:
         data = response["data"]
         if data is not None:
             if type(data) is not dict:
                 return Redacted(_invalid_upstream("the upstream `data` is not an object"), report)
-            if not walk.obj(data, plan.root, None):
+            walked = walk(plan, data, native=native)
+            if not walked.ok:
                 data = None
         out["data"] = data
-    errors = _kept_upstream_errors(response.get("errors"), walk, report)
-    errors.extend(walk.errors)
+    redacted = walked.redacted if walked is not None else []
+    errors = _kept_upstream_errors(response.get("errors"), redacted, report)
+    if walked is not None:
+        errors.extend(walked.errors)
+        _fill(report, plan, walked)
     if errors:
         out["errors"] = errors
-    walk.fill(report)
     return Redacted(out, report)
+
+
+def walk(plan: Plan, data: dict[str, Any], *, native: bool = True) -> WalkResult:
+    """Rewrite `data` in place; the C walker when available (and `native`), else Python."""
+    walker = native_walker() if native else None
+    if walker is not None and plan.native is not None:
+        ok, unknown, counts, errors, redacted = walker.walk(data, plan.native, len(plan.fields))
+        return WalkResult(bool(ok), unknown, counts, errors, redacted)
+    py = _Walk(len(plan.fields), mutate=True)
+    ok = py.obj(data, plan.root, None)
+    return WalkResult(ok, py.unknown, py.counts, py.errors, py.redacted)
 
 
 def preview(plan: Plan, response: Any) -> RedactionReport:
@@ -61,9 +91,9 @@ def preview(plan: Plan, response: Any) -> RedactionReport:
     report = RedactionReport(denied=bool(plan.denied))
     if not isinstance(response, dict) or type(response.get("data")) is not dict:
         return report
-    walk = _Walk(mutate=False)
-    walk.obj(response["data"], plan.root, None)
-    walk.fill(report)
+    py = _Walk(len(plan.fields), mutate=False)
+    py.obj(response["data"], plan.root, None)
+    _fill(report, plan, WalkResult(True, py.unknown, py.counts, [], []))
     return report
 
 
@@ -84,6 +114,16 @@ def _invalid_upstream(message: str) -> dict[str, Any]:
     return {"data": None, "errors": [{"message": message, "extensions": {"code": "BAD_UPSTREAM"}}]}
 
 
+def _fill(report: RedactionReport, plan: Plan, walked: WalkResult) -> None:
+    counts = walked.counts
+    for fp in plan.fields:
+        for n, action in ((counts[2 * fp.slot], fp.action), (counts[2 * fp.slot + 1], _NULL)):
+            if n:
+                key = (fp.coordinate, action)
+                report.counts[key] = report.counts.get(key, 0) + n
+    report.unknown_keys += walked.unknown
+
+
 def materialise(chain: Chain) -> list[str | int]:
     """The JSON path of a chain, root first."""
     path: list[str | int] = []
@@ -97,32 +137,25 @@ def materialise(chain: Chain) -> list[str | int]:
 class _Walk:
     __slots__ = ("counts", "errors", "mutate", "redacted", "unknown")
 
-    def __init__(self, *, mutate: bool) -> None:
+    def __init__(self, slots: int, *, mutate: bool) -> None:
         self.mutate = mutate
         self.errors: list[dict[str, Any]] = []
-        self.redacted: list[Chain] = []
-        self.counts: dict[tuple[str, Action], int] = {}
+        self.redacted: list[list[str | int]] = []
+        # Two counters per field slot: [2s] its own action applied, [2s+1] nulled.
+        self.counts = [0] * (2 * slots)
         self.unknown = 0
 
-    def fill(self, report: RedactionReport) -> None:
-        for key, n in self.counts.items():
-            report.counts[key] = report.counts.get(key, 0) + n
-        report.unknown_keys += self.unknown
-
-    def _count(self, fp: FieldPlan, action: Action) -> None:
-        key = (fp.coordinate, action)
-        self.counts[key] = self.counts.get(key, 0) + 1
-
     def _null(self, fp: FieldPlan, chain: Chain) -> None:
-        # Record a redacted path and its REDACTED error entry.
-        self._count(fp, _NULL)
+        # Count a nulled value; in mutate mode record its path and REDACTED error.
+        self.counts[2 * fp.slot + 1] += 1
         if self.mutate:
-            self.redacted.append(chain)
+            path = materialise(chain)
+            self.redacted.append(path)
             self.errors.append(
                 {
                     "message": fp.error_message,
-                    "path": materialise(chain),
-                    "extensions": fp.error_extensions,
+                    "path": path,
+                    "extensions": {"code": "REDACTED", "coordinate": fp.coordinate},
                 }
             )
 
@@ -130,7 +163,7 @@ class _Walk:
         for key in [k for k in obj if k not in allowed]:
             self.unknown += 1
             if self.mutate:
-                self.redacted.append((chain, key))
+                self.redacted.append(materialise((chain, key)))
                 del obj[key]
 
     def obj(self, obj: dict[str, Any], sel: SelectionPlan, chain: Chain) -> bool:
@@ -143,11 +176,12 @@ class _Walk:
                 # Unknown or missing concrete type: the plan cannot vouch for any key.
                 self.unknown += 1
                 if self.mutate:
-                    self.redacted.append(chain)
+                    path = materialise(chain)
+                    self.redacted.append(path)
                     self.errors.append(
                         {
-                            "message": "object of unknown type redacted",
-                            "path": materialise(chain),
+                            "message": UNKNOWN_TYPE_MESSAGE,
+                            "path": path,
                             "extensions": {"code": "REDACTED"},
                         }
                     )
@@ -155,9 +189,9 @@ class _Walk:
         mutate = self.mutate
         if not obj.keys() <= tp.allowed:
             self._drop_unknown(obj, tp.allowed, chain)
-        ok = True
         plain = tp.plain_keys
         if plain and not _SCALARS.issuperset(map(type, map(obj.get, plain))):
+            ok = True
             for key in plain:
                 if type(obj.get(key)) not in _SCALARS:
                     fp = tp.plain_fields[key]
@@ -165,6 +199,8 @@ class _Walk:
                     if mutate:
                         obj[key] = None
                     ok = ok and fp.nullable[0]
+            if not ok and mutate:
+                return False
         for fp in tp.work:
             value = obj.get(fp.key, _MISSING)
             if value is _MISSING:
@@ -194,7 +230,7 @@ class _Walk:
                         if not fp.nullable[0]:
                             return False
                     continue
-                self._count(fp, fp.action)
+                self.counts[2 * fp.slot] += 1
                 if mutate:
                     obj[fp.key] = new
                 continue
@@ -204,7 +240,7 @@ class _Walk:
                     obj[fp.key] = new
                 if not good:
                     return False
-        return ok or not mutate
+        return True
 
     def value(self, value: Any, fp: FieldPlan, level: int, chain: Chain) -> tuple[Any, bool]:
         """Rewrite the value at one position of a field; (replacement, still valid)."""
@@ -241,16 +277,16 @@ class _Walk:
         if new is None:
             self._null(fp, chain)
             return None, nullable[level]
-        self._count(fp, fp.action)
+        self.counts[2 * fp.slot] += 1
         return new, True
 
 
 def _kept_upstream_errors(
-    upstream: Any, walk: _Walk, report: RedactionReport
+    upstream: Any, redacted_paths: list[list[str | int]], report: RedactionReport
 ) -> list[dict[str, Any]]:
     if not isinstance(upstream, list):
         return []
-    redacted = {tuple(materialise(c)) for c in walk.redacted} if walk.redacted else set()
+    redacted = {tuple(p) for p in redacted_paths}
     kept = []
     for entry in upstream:
         if not isinstance(entry, dict):

@@ -9,6 +9,7 @@ from functools import partial
 from intelgraph_privacy.actions import Action
 from intelgraph_privacy.catalog import Catalog
 from intelgraph_privacy.policy import Decision
+from intelgraph_privacy.redact.native import NATIVE_WALKER, native_form
 from intelgraph_privacy.redact.shape import FieldShape, SelectionShape, Shape
 from intelgraph_privacy.redact.transforms import Pseudonymizer, generalise, mask
 
@@ -31,7 +32,10 @@ class FieldPlan:
     #: Introspection output, passed through untouched (only planned when allowed).
     opaque: bool
     error_message: str
-    error_extensions: dict[str, str]
+    #: Index of this field in `Plan.fields` (counters are kept per slot).
+    slot: int
+    #: Generalisation band width (used by the generalise transform).
+    band: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,10 @@ class Plan:
     decision: Decision
     #: Coordinates whose action is deny: the whole operation is refused.
     denied: tuple[str, ...]
+    #: Every FieldPlan of the plan, indexed by its slot.
+    fields: tuple[FieldPlan, ...]
+    #: The plan as nested tuples for the native walker (see `redact/native.py`).
+    native: object = None
 
     @property
     def policy_version(self) -> str:
@@ -95,14 +103,17 @@ def compile_plan(
         raise ValueError(f"decision lacks coordinates: {sorted(missing)}")
     compiler = _Compiler(decision, catalog, pseudonymizer, allow_introspection)
     denied = tuple(sorted(c for c in shape.coordinates if decision.actions[c] is Action.DENY))
+    root = compiler.selection(shape.root)
     return Plan(
         operation_name=shape.operation_name,
         operation_type=shape.operation_type,
-        root=compiler.selection(shape.root),
+        root=root,
         upstream_document=shape.upstream_document,
         coordinates=shape.coordinates,
         decision=decision,
         denied=denied,
+        fields=tuple(compiler.fields),
+        native=native_form(root) if NATIVE_WALKER else None,
     )
 
 
@@ -118,6 +129,7 @@ class _Compiler:
         self.catalog = catalog
         self.pseudonymizer = pseudonymizer
         self.allow_introspection = allow_introspection
+        self.fields: list[FieldPlan] = []
 
     def selection(self, shape: SelectionShape) -> SelectionPlan:
         by_type = {name: self.type_plan(fields) for name, fields in shape.by_type.items()}
@@ -159,7 +171,7 @@ class _Compiler:
                 if child is not None or transform is None:
                     # Objects cannot be masked, hashed or generalised: null them (fail closed).
                     action, transform = Action.NULL, None
-        return FieldPlan(
+        fplan = FieldPlan(
             key=fshape.key,
             coordinate=fshape.coordinate,
             action=action,
@@ -169,8 +181,11 @@ class _Compiler:
             injected=fshape.injected,
             opaque=opaque,
             error_message=f"{fshape.coordinate} is redacted by policy",
-            error_extensions={"code": "REDACTED", "coordinate": fshape.coordinate},
+            slot=len(self.fields),
+            band=10.0 if fshape.meta else self.catalog.entry(fshape.coordinate).band,
         )
+        self.fields.append(fplan)
+        return fplan
 
     def _transform(self, action: Action, coordinate: str) -> Transform | None:
         if action is Action.MASK:
