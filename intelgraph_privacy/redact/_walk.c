@@ -5,7 +5,7 @@
  *
  * The plan arrives as nested tuples built by native.py:
  *   S = (only T | None, {typename: T}, typename_key | None)
- *   T = (allowed frozenset, plain (F, ...), work (F, ...))
+ *   T = (allowed frozenset, plain (F, ...), work (F, ...), {key: position in plain + work})
  *   F = (key, code, nullable (bool, ...), child S | None, injected, opaque, slot, message,
  *        coordinate, band, transform, pseudonym cache | None)
  *
@@ -16,7 +16,7 @@
 #include <math.h>
 
 enum { S_ONLY, S_BY_TYPE, S_TYPENAME, S_SIZE };
-enum { T_ALLOWED, T_PLAIN, T_WORK, T_SIZE };
+enum { T_ALLOWED, T_PLAIN, T_WORK, T_INDEX, T_SIZE };
 enum {
     F_KEY, F_CODE, F_NULLABLE, F_CHILD, F_INJECTED, F_OPAQUE, F_SLOT, F_MESSAGE, F_COORD,
     F_BAND, F_TRANSFORM, F_CACHE, F_SIZE
@@ -35,6 +35,17 @@ typedef struct {
     Py_ssize_t index;
 } Step;
 
+/* Objects of one type in a response usually carry the same key objects in the same order
+ * (orjson reuses key strings). Remembering, per position, the key object seen there and the
+ * field it resolved to turns most lookups into a pointer comparison. The hint holds a strong
+ * reference to each key, so an address cannot be reused by another string during the walk. */
+typedef struct {
+    PyObject *T; /* borrowed: the plan outlives the walk */
+    Py_ssize_t capacity;
+    PyObject **key_at;
+    Py_ssize_t *field_at;
+} Hint;
+
 typedef struct {
     Py_ssize_t *counts;
     Py_ssize_t n_counts;
@@ -44,11 +55,15 @@ typedef struct {
     Py_ssize_t depth;
     Py_ssize_t capacity;
     Py_ssize_t unknown;
-    /* Per walk: one `extensions` dict per field slot, shared by that field's errors in this
-     * response, and the list indices already made into ints (errors repeat them). */
-    PyObject **extensions;
+    /* Per walk: one error template per field slot ({"message", "path", "extensions"}, the
+     * extensions dict shared by that field's errors in this response), and the list indices
+     * already made into ints (errors repeat them). */
+    PyObject **templates;
     PyObject **indices;
     Py_ssize_t n_indices;
+    /* Per walk and per type plan: key objects by position (see Hint). */
+    Hint *hints;
+    Py_ssize_t n_hints;
 } Ctx;
 
 static int
@@ -174,9 +189,10 @@ path_list(Ctx *c)
     return path;
 }
 
-/* Record a redacted path (the current one) and its error entry. */
+/* Record a redacted path (the current one) and its error entry, a copy of `template` (a
+ * dict {"message": ..., "path": None, "extensions": ...}) with the path filled in. */
 static int
-record_error(Ctx *c, PyObject *message, PyObject *ext)
+record_error(Ctx *c, PyObject *template)
 {
     PyObject *path = path_list(c);
     if (path == NULL)
@@ -185,9 +201,8 @@ record_error(Ctx *c, PyObject *message, PyObject *ext)
     int r = -1;
     if (PyList_Append(c->redacted, path) < 0)
         goto done;
-    err = PyDict_New();
-    if (err == NULL || PyDict_SetItem(err, s_message, message) < 0 ||
-        PyDict_SetItem(err, s_path, path) < 0 || PyDict_SetItem(err, s_extensions, ext) < 0)
+    err = PyDict_Copy(template);
+    if (err == NULL || PyDict_SetItem(err, s_path, path) < 0)
         goto done;
     r = PyList_Append(c->errors, err);
 done:
@@ -196,17 +211,24 @@ done:
     return r;
 }
 
-/* {"code": "REDACTED"} plus the coordinate when there is one: a new reference. */
+/* {"message": message, "path": None, "extensions": {"code": "REDACTED"[, "coordinate": c]}}:
+ * a new reference. */
 static PyObject *
-new_extensions(PyObject *coordinate)
+new_template(PyObject *message, PyObject *coordinate)
 {
     PyObject *ext = PyDict_New();
-    if (ext == NULL || PyDict_SetItem(ext, s_code, s_redacted_code) < 0 ||
-        (coordinate != NULL && PyDict_SetItem(ext, s_coordinate, coordinate) < 0)) {
+    PyObject *template = PyDict_New();
+    if (ext == NULL || template == NULL || PyDict_SetItem(ext, s_code, s_redacted_code) < 0 ||
+        (coordinate != NULL && PyDict_SetItem(ext, s_coordinate, coordinate) < 0) ||
+        PyDict_SetItem(template, s_message, message) < 0 ||
+        PyDict_SetItem(template, s_path, Py_None) < 0 ||
+        PyDict_SetItem(template, s_extensions, ext) < 0) {
         Py_XDECREF(ext);
+        Py_XDECREF(template);
         return NULL;
     }
-    return ext;
+    Py_DECREF(ext);
+    return template;
 }
 
 static int
@@ -215,10 +237,11 @@ null_field(Ctx *c, PyObject *F)
     if (count(c, F, 1) < 0)
         return -1;
     Py_ssize_t slot = PyLong_AsSsize_t(PyTuple_GET_ITEM(F, F_SLOT));
-    if (c->extensions[slot] == NULL &&
-        (c->extensions[slot] = new_extensions(PyTuple_GET_ITEM(F, F_COORD))) == NULL)
+    if (c->templates[slot] == NULL &&
+        (c->templates[slot] = new_template(PyTuple_GET_ITEM(F, F_MESSAGE),
+                                           PyTuple_GET_ITEM(F, F_COORD))) == NULL)
         return -1;
-    return record_error(c, PyTuple_GET_ITEM(F, F_MESSAGE), c->extensions[slot]);
+    return record_error(c, c->templates[slot]);
 }
 
 /* As `null_field`, with `key` pushed on the path for the duration. */
@@ -336,6 +359,101 @@ transform(PyObject *F, long code, PyObject *value)
 }
 
 static int walk_object(Ctx *c, PyObject *obj, PyObject *S);
+
+static Hint *
+hint_for(Ctx *c, PyObject *T)
+{
+    /* Most objects in a row share a type plan: look at the last one first. */
+    for (Py_ssize_t i = c->n_hints - 1; i >= 0; i--)
+        if (c->hints[i].T == T)
+            return &c->hints[i];
+    Hint *grown = PyMem_Realloc(c->hints, (size_t)(c->n_hints + 1) * sizeof(Hint));
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    c->hints = grown;
+    /* First sight of this type plan in the walk: validate its field tuples once. */
+    for (int part = T_PLAIN; part <= T_WORK; part++) {
+        PyObject *fields = PyTuple_GET_ITEM(T, part);
+        if (!PyTuple_CheckExact(fields)) {
+            PyErr_SetString(PyExc_TypeError, "malformed native plan: bad field list");
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); i++)
+            if (check_tuple(PyTuple_GET_ITEM(fields, i), F_SIZE, "field plan") < 0)
+                return NULL;
+    }
+    if (!PyDict_CheckExact(PyTuple_GET_ITEM(T, T_INDEX))) {
+        PyErr_SetString(PyExc_TypeError, "malformed native plan: bad key index");
+        return NULL;
+    }
+    Hint *h = &c->hints[c->n_hints++];
+    h->T = T;
+    h->capacity = 0;
+    h->key_at = NULL;
+    h->field_at = NULL;
+    return h;
+}
+
+static void
+free_hints(Ctx *c)
+{
+    for (Py_ssize_t i = 0; i < c->n_hints; i++) {
+        Hint *h = &c->hints[i];
+        for (Py_ssize_t p = 0; p < h->capacity; p++)
+            Py_XDECREF(h->key_at[p]);
+        PyMem_Free(h->key_at);
+        PyMem_Free(h->field_at);
+    }
+    PyMem_Free(c->hints);
+}
+
+static int
+grow_hint(Hint *h, Py_ssize_t position)
+{
+    Py_ssize_t capacity = h->capacity ? 2 * h->capacity : 16;
+    while (capacity <= position)
+        capacity *= 2;
+    PyObject **keys = PyMem_Realloc(h->key_at, (size_t)capacity * sizeof(PyObject *));
+    if (keys == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    h->key_at = keys;
+    Py_ssize_t *fields = PyMem_Realloc(h->field_at, (size_t)capacity * sizeof(Py_ssize_t));
+    if (fields == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    h->field_at = fields;
+    for (Py_ssize_t p = h->capacity; p < capacity; p++) {
+        h->key_at[p] = NULL;
+        h->field_at[p] = -1;
+    }
+    h->capacity = capacity;
+    return 0;
+}
+
+/* Which planned field (position in plain + work) the key at `position` of an object of type
+ * plan T is: -1 when the plan does not know it, -2 on error. */
+static Py_ssize_t
+key_field(Hint *h, PyObject *T, Py_ssize_t position, PyObject *key)
+{
+    if (position < h->capacity && h->key_at[position] == key)
+        return h->field_at[position];
+    PyObject *found = PyDict_GetItemWithError(PyTuple_GET_ITEM(T, T_INDEX), key);
+    if (found == NULL && PyErr_Occurred())
+        return -2;
+    Py_ssize_t field = found != NULL ? PyLong_AsSsize_t(found) : -1;
+    if (field == -1 && PyErr_Occurred())
+        return -2;
+    if (position >= h->capacity && grow_hint(h, position) < 0)
+        return -2;
+    Py_XSETREF(h->key_at[position], Py_NewRef(key));
+    h->field_at[position] = field;
+    return field;
+}
 
 /* The value at one position of a field: a new reference to its replacement. */
 static PyObject *
@@ -498,9 +616,9 @@ walk_object_inner(Ctx *c, PyObject *obj, PyObject *S)
         if (T == NULL) {
             /* Unknown or missing concrete type: the plan cannot vouch for any key. */
             c->unknown++;
-            PyObject *ext = new_extensions(NULL);
-            int r = ext == NULL ? -1 : record_error(c, s_unknown_type, ext);
-            Py_XDECREF(ext);
+            PyObject *template = new_template(s_unknown_type, NULL);
+            int r = template == NULL ? -1 : record_error(c, template);
+            Py_XDECREF(template);
             return r < 0 ? -1 : 0;
         }
     }
@@ -510,35 +628,42 @@ walk_object_inner(Ctx *c, PyObject *obj, PyObject *S)
     PyObject *work = PyTuple_GET_ITEM(T, T_WORK);
     Py_ssize_t n_plain = PyTuple_GET_SIZE(plain), n_work = PyTuple_GET_SIZE(work);
     Py_ssize_t n = n_plain + n_work;
-    /* Look every planned key up once. When all the object's keys were found among them, it
-     * has no unknown key, and the (slower) scan for unknown keys is skipped. */
-    PyObject *on_stack[64];
-    PyObject **values = n <= 64 ? on_stack : PyMem_Calloc((size_t)n, sizeof(PyObject *));
+    /* One pass over the object's items: each key resolves to its planned field (by pointer
+     * through the hint, else by lookup); values and the object's own key objects are kept,
+     * so writes back hit by identity. */
+    Hint *hint = hint_for(c, T);
+    if (hint == NULL)
+        return -1;
+    PyObject *on_stack[128];
+    PyObject **values = n <= 64 ? on_stack : PyMem_Calloc((size_t)(2 * n), sizeof(PyObject *));
     if (values == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    Py_ssize_t filled = 0, hits = 0;
-    int result = -1;
-    for (; filled < n; filled++) {
-        PyObject *F = filled < n_plain ? PyTuple_GET_ITEM(plain, filled)
-                                       : PyTuple_GET_ITEM(work, filled - n_plain);
-        if (check_tuple(F, F_SIZE, "field plan") < 0)
+    PyObject **keys = values + n;
+    for (Py_ssize_t i = 0; i < 2 * n; i++)
+        values[i] = NULL;
+    int result = -1, unknown_keys = 0;
+    PyObject *key, *item;
+    Py_ssize_t pos = 0, position = 0;
+    while (PyDict_Next(obj, &pos, &key, &item)) {
+        Py_ssize_t field = key_field(hint, T, position++, key);
+        if (field == -2)
             goto done;
-        PyObject *found = PyDict_GetItemWithError(obj, PyTuple_GET_ITEM(F, F_KEY));
-        if (found == NULL && PyErr_Occurred())
-            goto done;
-        values[filled] = Py_XNewRef(found);
-        hits += found != NULL;
+        if (field < 0 || field >= n) {
+            unknown_keys = 1;
+            continue;
+        }
+        values[field] = Py_NewRef(item);
+        keys[field] = Py_NewRef(key);
     }
-    if (hits != PyDict_GET_SIZE(obj) &&
-        drop_unknown_keys(c, obj, PyTuple_GET_ITEM(T, T_ALLOWED)) < 0)
+    if (unknown_keys && drop_unknown_keys(c, obj, PyTuple_GET_ITEM(T, T_ALLOWED)) < 0)
         goto done;
 
     int ok = 1;
     for (Py_ssize_t i = 0; i < n_plain; i++) {
         PyObject *F = PyTuple_GET_ITEM(plain, i);
-        PyObject *key = PyTuple_GET_ITEM(F, F_KEY);
+        PyObject *key = keys[i];
         PyObject *value = values[i];
         if (value == NULL || is_scalar(value))
             continue;
@@ -553,7 +678,7 @@ walk_object_inner(Ctx *c, PyObject *obj, PyObject *S)
 
     for (Py_ssize_t i = 0; i < n_work; i++) {
         PyObject *F = PyTuple_GET_ITEM(work, i);
-        PyObject *key = PyTuple_GET_ITEM(F, F_KEY);
+        PyObject *key = keys[n_plain + i];
         PyObject *value = values[n_plain + i];
         if (value == NULL)
             continue;
@@ -619,7 +744,7 @@ walk_object_inner(Ctx *c, PyObject *obj, PyObject *S)
     }
     result = 1;
 done:
-    for (Py_ssize_t i = 0; i < filled; i++)
+    for (Py_ssize_t i = 0; i < 2 * n; i++)
         Py_XDECREF(values[i]);
     if (values != on_stack)
         PyMem_Free(values);
@@ -637,7 +762,7 @@ walk_object(Ctx *c, PyObject *obj, PyObject *S)
 }
 
 PyDoc_STRVAR(walk_doc,
-             "walk(data, plan, slots) -> (ok, unknown, counts, errors, redacted)\n\n"
+             "walk(data, plan, slots) -> (ok, unknown, {counter: n}, errors, redacted)\n\n"
              "Rewrite `data` in place with a native plan (see native.py).");
 
 static PyObject *
@@ -656,24 +781,29 @@ walk(PyObject *Py_UNUSED(module), PyObject *args)
     c.counts = PyMem_Calloc((size_t)(c.n_counts > 0 ? c.n_counts : 1), sizeof(Py_ssize_t));
     c.errors = PyList_New(0);
     c.redacted = PyList_New(0);
-    c.extensions = PyMem_Calloc((size_t)(slots > 0 ? slots : 1), sizeof(PyObject *));
+    c.templates = PyMem_Calloc((size_t)(slots > 0 ? slots : 1), sizeof(PyObject *));
     PyObject *result = NULL, *counts = NULL;
-    if (c.counts == NULL || c.extensions == NULL || c.errors == NULL || c.redacted == NULL) {
-        if (c.counts == NULL || c.extensions == NULL)
+    if (c.counts == NULL || c.templates == NULL || c.errors == NULL || c.redacted == NULL) {
+        if (c.counts == NULL || c.templates == NULL)
             PyErr_NoMemory();
         goto done;
     }
     int ok = walk_object(&c, data, plan);
     if (ok < 0)
         goto done;
-    counts = PyList_New(c.n_counts);
+    counts = PyDict_New();
     if (counts == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < c.n_counts; i++) {
+        if (c.counts[i] == 0)
+            continue;
+        PyObject *index = PyLong_FromSsize_t(i);
         PyObject *n = PyLong_FromSsize_t(c.counts[i]);
-        if (n == NULL)
+        int r = (index && n) ? PyDict_SetItem(counts, index, n) : -1;
+        Py_XDECREF(index);
+        Py_XDECREF(n);
+        if (r < 0)
             goto done;
-        PyList_SET_ITEM(counts, i, n);
     }
     result = Py_BuildValue("(OnOOO)", ok ? Py_True : Py_False, c.unknown, counts, c.errors,
                            c.redacted);
@@ -683,14 +813,15 @@ done:
     Py_XDECREF(c.errors);
     Py_XDECREF(c.redacted);
     PyMem_Free(c.steps);
-    if (c.extensions != NULL) {
+    if (c.templates != NULL) {
         for (Py_ssize_t i = 0; i < slots; i++)
-            Py_XDECREF(c.extensions[i]);
-        PyMem_Free(c.extensions);
+            Py_XDECREF(c.templates[i]);
+        PyMem_Free(c.templates);
     }
     for (Py_ssize_t i = 0; i < c.n_indices; i++)
         Py_XDECREF(c.indices[i]);
     PyMem_Free(c.indices);
+    free_hints(&c);
     return result;
 }
 

@@ -41,7 +41,8 @@ class WalkResult:
 
     ok: bool
     unknown: int
-    counts: list[int]
+    #: Non-zero counters: {2 * slot: values given the field's action, 2 * slot + 1: nulled}.
+    counts: dict[int, int]
     errors: list[dict[str, Any]]
     redacted: list[list[str | int]]
 
@@ -83,7 +84,7 @@ def walk(plan: Plan, data: dict[str, Any], *, native: bool = True) -> WalkResult
         return WalkResult(bool(ok), unknown, counts, errors, redacted)
     py = _Walk(len(plan.fields), mutate=True)
     ok = py.obj(data, plan.root, None)
-    return WalkResult(ok, py.unknown, py.counts, py.errors, py.redacted)
+    return WalkResult(ok, py.unknown, py.nonzero_counts(), py.errors, py.redacted)
 
 
 def preview(plan: Plan, response: Any) -> RedactionReport:
@@ -93,7 +94,7 @@ def preview(plan: Plan, response: Any) -> RedactionReport:
         return report
     py = _Walk(len(plan.fields), mutate=False)
     py.obj(response["data"], plan.root, None)
-    _fill(report, plan, WalkResult(True, py.unknown, py.counts, [], []))
+    _fill(report, plan, WalkResult(True, py.unknown, py.nonzero_counts(), [], []))
     return report
 
 
@@ -115,12 +116,11 @@ def _invalid_upstream(message: str) -> dict[str, Any]:
 
 
 def _fill(report: RedactionReport, plan: Plan, walked: WalkResult) -> None:
-    counts = walked.counts
-    for fp in plan.fields:
-        for n, action in ((counts[2 * fp.slot], fp.action), (counts[2 * fp.slot + 1], _NULL)):
-            if n:
-                key = (fp.coordinate, action)
-                report.counts[key] = report.counts.get(key, 0) + n
+    fields = plan.fields
+    for index, n in walked.counts.items():
+        fp = fields[index >> 1]
+        key = (fp.coordinate, _NULL if index & 1 else fp.action)
+        report.counts[key] = report.counts.get(key, 0) + n
     report.unknown_keys += walked.unknown
 
 
@@ -144,6 +144,10 @@ class _Walk:
         # Two counters per field slot: [2s] its own action applied, [2s+1] nulled.
         self.counts = [0] * (2 * slots)
         self.unknown = 0
+
+    def nonzero_counts(self) -> dict[int, int]:
+        """The counters that are not zero, by index."""
+        return {i: n for i, n in enumerate(self.counts) if n}
 
     def _null(self, fp: FieldPlan, chain: Chain) -> None:
         # Count a nulled value; in mutate mode record its path and REDACTED error.

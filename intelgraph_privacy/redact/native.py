@@ -49,11 +49,13 @@ def native_form(sel: SelectionPlan) -> tuple[Any, ...]:
 
 
 def _type(tp: TypePlan) -> tuple[Any, ...]:
-    # T = (allowed frozenset, plain fields, work fields)
+    # T = (allowed frozenset, plain fields, work fields, {key: position in plain + work})
+    plain = [tp.plain_fields[k] for k in tp.plain_keys]
     return (
         tp.allowed,
-        tuple(_field(tp.plain_fields[k]) for k in tp.plain_keys),
+        tuple(_field(f) for f in plain),
         tuple(_field(f) for f in tp.work),
+        {f.key: i for i, f in enumerate([*plain, *tp.work])},
     )
 
 
