@@ -342,3 +342,11 @@ def test_rego_tests_in_a_v0_file_are_found(tmp_path: Path) -> None:
     assert bundle.syntax == "v0"
     outcomes = {r.rule: r.outcome for r in run_rego_tests(bundle)}
     assert outcomes == {"data.v0checks.test_ok": "pass", "data.v0checks.test_bad": "fail"}
+
+
+def test_version_does_not_depend_on_how_the_directory_is_spelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = Path(os.path.relpath(REGO, tmp_path))
+    assert load_bundle(relative).version == load_bundle(REGO.resolve()).version

@@ -146,9 +146,11 @@ def _detect_syntax(path: str, source: str) -> Syntax:
 
 
 def _version(files: tuple[RegoFile, ...], data: Mapping[str, Any] | None) -> str:
+    # Content only: file names do not change what Rego means, and replicas that spell the
+    # policy directory differently must agree on the version.
     digest = hashlib.sha256()
-    for f in sorted(files, key=lambda f: f.path):
-        digest.update(f.path.encode() + b"\0" + f.source.encode() + b"\0")
+    for source_hash in sorted(hashlib.sha256(f.source.encode()).digest() for f in files):
+        digest.update(source_hash)
     digest.update(dumps(dict(data or {}), sort_keys=True))
     return digest.hexdigest()[:16]
 
