@@ -256,6 +256,15 @@ null_field_at(Ctx *c, PyObject *F, PyObject *key)
     return r;
 }
 
+/* Null obj[key] with its error: 1 when the object stands, 0 when it must become null. */
+static int
+null_key(Ctx *c, PyObject *obj, PyObject *F, PyObject *key)
+{
+    if (null_field_at(c, F, key) < 0 || PyDict_SetItem(obj, key, Py_None) < 0)
+        return -1;
+    return nullable_at(F, 0);
+}
+
 static inline int
 is_separator(Py_UCS4 ch)
 {
@@ -691,10 +700,9 @@ walk_object_inner(Ctx *c, PyObject *obj, PyObject *S)
         if (code == -1 && PyErr_Occurred())
             goto done;
         if (code == A_NULL) {
-            if (null_field_at(c, F, key) < 0 || PyDict_SetItem(obj, key, Py_None) < 0)
-                goto done;
-            if (!nullable_at(F, 0)) {
-                result = 0;
+            int stands = null_key(c, obj, F, key);
+            if (stands != 1) {
+                result = stands;
                 goto done;
             }
             continue;
@@ -711,10 +719,9 @@ walk_object_inner(Ctx *c, PyObject *obj, PyObject *S)
                 goto done;
             if (replacement == Py_None) {
                 Py_DECREF(replacement);
-                if (null_field_at(c, F, key) < 0 || PyDict_SetItem(obj, key, Py_None) < 0)
-                    goto done;
-                if (!nullable_at(F, 0)) {
-                    result = 0;
+                int stands = null_key(c, obj, F, key);
+                if (stands != 1) {
+                    result = stands;
                     goto done;
                 }
                 continue;

@@ -163,6 +163,14 @@ class _Walk:
                 }
             )
 
+    def _null_key(self, obj: dict[str, Any], fp: FieldPlan, chain: Chain) -> bool:
+        # Null obj[fp.key] with its error; False when the object must become null.
+        self._null(fp, (chain, fp.key))
+        if self.mutate:
+            obj[fp.key] = None
+            return fp.nullable[0]
+        return True
+
     def _drop_unknown(self, obj: dict[str, Any], allowed: frozenset[str], chain: Chain) -> None:
         for key in [k for k in obj if k not in allowed]:
             self.unknown += 1
@@ -214,11 +222,8 @@ class _Walk:
                     del obj[fp.key]
                 continue
             if fp.action is _NULL:
-                self._null(fp, (chain, fp.key))
-                if mutate:
-                    obj[fp.key] = None
-                    if not fp.nullable[0]:
-                        return False
+                if not self._null_key(obj, fp, chain):
+                    return False
                 continue
             if fp.opaque:
                 continue
@@ -228,11 +233,8 @@ class _Walk:
                     continue
                 new = fp.transform(value) if type(value) in _SCALARS else None  # type: ignore[misc]
                 if new is None:
-                    self._null(fp, (chain, fp.key))
-                    if mutate:
-                        obj[fp.key] = None
-                        if not fp.nullable[0]:
-                            return False
+                    if not self._null_key(obj, fp, chain):
+                        return False
                     continue
                 self.counts[2 * fp.slot] += 1
                 if mutate:
