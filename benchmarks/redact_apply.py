@@ -48,6 +48,7 @@ from intelgraph_privacy import (
     load_schema,
 )
 from intelgraph_privacy.redact import Plan
+from intelgraph_privacy.redact.native import native_walker
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO / "presets" / "demo.graphql"
@@ -512,11 +513,17 @@ def command_line() -> str:
 
 
 def machine_note() -> str:
+    walker = (
+        "the C walk (`intelgraph_privacy.redact._walk`)"
+        if native_walker() is not None
+        else "the pure-Python walk"
+    )
     return (
         f"{os.cpu_count()} CPUs, shared and noisy ({platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}, orjson {orjson.__version__}). Absolute times drift "
-        "between runs on this machine; quote the apply/floor ratios, which are measured side by "
-        "side (floor and apply interleaved, alternating order, in the same loop)."
+        f"Python {platform.python_version()}, orjson {orjson.__version__}); responses rewritten "
+        f"by {walker}. Absolute times drift between runs on this machine; quote the apply/floor "
+        "ratios, which are measured side by side (floor and apply interleaved, alternating "
+        "order, in the same loop)."
     )
 
 
