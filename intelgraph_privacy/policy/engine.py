@@ -69,6 +69,7 @@ class PolicyEngine:
         self._source = Path(source)
         self._data = dict(data or {})
         self._lock = threading.Lock()
+        self._cache_lock = threading.Lock()
         self._cache: LRUCache[tuple[Any, ...], Decision] = LRUCache(maxsize=cache_size)
         self.stats = CacheStats()
         self.last_error: str | None = None
@@ -94,7 +95,8 @@ class PolicyEngine:
         """What each of `coordinates` becomes for `principal`: one regorus evaluation, cached."""
         bundle = self._bundle
         key = (bundle.version, catalog.version, principal.cache_key(), coordinates)
-        cached = self._cache.get(key)
+        with self._cache_lock:  # the LRU reorders itself on reads: guard it across threads
+            cached = self._cache.get(key)
         if cached is not None:
             self.stats.hits += 1
             return cached
@@ -102,7 +104,8 @@ class PolicyEngine:
         entries = {c: catalog.entry(c) for c in coordinates}
         decision = Decision(evaluate(bundle, principal, entries, lock=self._lock), bundle.version)
         self.stats.evaluations += 1
-        self._cache[key] = decision
+        with self._cache_lock:
+            self._cache[key] = decision
         return decision
 
     def reload(self) -> ReloadResult:
@@ -114,7 +117,8 @@ class PolicyEngine:
             return ReloadResult(False, self._bundle.version, problem, tuple(results))
         if bundle.version != self._bundle.version:
             self._bundle = bundle  # one reference assignment: the swap is atomic
-            self._cache.clear()
+            with self._cache_lock:
+                self._cache.clear()
             self.stats.reloads += 1
         self._fingerprint = self._source_fingerprint()
         self.last_error = None
