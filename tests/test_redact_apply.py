@@ -345,3 +345,20 @@ def test_plans_are_cached_per_principal_and_policy_version(redactor: Redactor) -
     first = redactor.plan(query, None, ANALYST)
     assert redactor.plan(query, None, ANALYST) is first
     assert redactor.plan(query, None, INVESTIGATOR) is not first
+
+
+def test_upstream_errors_about_redacted_fields_are_dropped_even_without_data(
+    redactor: Redactor,
+) -> None:
+    plan = redactor.plan(
+        '{ people { name ssn } search(text: "x") { ...on Case { informant } } }', None, ANALYST
+    )
+    errors = [
+        {"message": "ssn 512-44-6789 is malformed", "path": ["people", 3, "ssn"]},
+        {"message": "informant J. Doe unreachable", "path": ["search", 0, "informant"]},
+        {"message": "drifted", "path": ["people", 0, "secret"]},
+        {"message": "name service down", "path": ["people", 3, "name"]},
+    ]
+    result = redactor.apply(plan, {"data": None, "errors": errors})
+    assert result.response == {"data": None, "errors": [errors[3]]}
+    assert result.report.dropped_errors == 3

@@ -67,7 +67,7 @@ def apply(plan: Plan, response: Any, *, native: bool = True) -> Redacted:
                 data = None
         out["data"] = data
     redacted = walked.redacted if walked is not None else []
-    errors = _kept_upstream_errors(response.get("errors"), redacted, report)
+    errors = _kept_upstream_errors(plan, response.get("errors"), redacted, report)
     if walked is not None:
         errors.extend(walked.errors)
         _fill(report, plan, walked)
@@ -288,7 +288,7 @@ class _Walk:
 
 
 def _kept_upstream_errors(
-    upstream: Any, redacted_paths: list[list[str | int]], report: RedactionReport
+    plan: Plan, upstream: Any, redacted_paths: list[list[str | int]], report: RedactionReport
 ) -> list[dict[str, Any]]:
     if not isinstance(upstream, list):
         return []
@@ -299,11 +299,45 @@ def _kept_upstream_errors(
             report.dropped_errors += 1
             continue
         path = entry.get("path")
-        if redacted and isinstance(path, list) and _under(path, redacted):
+        if isinstance(path, list) and (
+            (redacted and _under(path, redacted)) or _plan_redacts(plan.root, path)
+        ):
             report.dropped_errors += 1
             continue
         kept.append(entry)
     return kept
+
+
+def _plan_redacts(root: SelectionPlan, path: list[Any]) -> bool:
+    """Whether an error path reaches a key the plan does not keep, for any concrete type.
+
+    This holds even when the walk saw no value there (say, `data` is null), so an upstream
+    error about a redacted field is dropped whatever happened to the data.
+    """
+    frontier = [root]
+    for step in path:
+        if type(step) is int:
+            continue
+        if type(step) is not str:
+            return True
+        following: list[SelectionPlan] = []
+        for sel in frontier:
+            for tp in sel.by_type.values():
+                fp = tp.plain_fields.get(step) or next((f for f in tp.work if f.key == step), None)
+                if fp is None:
+                    continue
+                if fp.action is not Action.KEEP or fp.injected:
+                    return True
+                if fp.child is not None:
+                    following.append(fp.child)
+        if not following and not any(
+            step in tp.allowed for s in frontier for tp in s.by_type.values()
+        ):
+            return True  # a key the plan does not know
+        frontier = following
+        if not frontier:
+            return False
+    return False
 
 
 def _under(path: list[Any], redacted: set[tuple[Any, ...]]) -> bool:
