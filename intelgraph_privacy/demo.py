@@ -35,6 +35,15 @@ DEMO_QUERY = """query Dossier {
   }
 }"""
 
+NEXT_STEPS = """
+Try next (from the repository root):
+  .venv/bin/intelgraph-privacy demo --purpose analytics      # same principals, another purpose
+  .venv/bin/intelgraph-privacy policy test rego/ --verbose   # the shipped policies' Rego tests
+  .venv/bin/intelgraph-privacy catalog check                 # validate presets/catalog.yaml
+  then edit rego/redact.rego or presets/catalog.yaml and run the demo again;
+  docs/policies.md shows how to write and test a policy of your own.
+"""
+
 DEMO_PRINCIPALS = {
     "analyst": Principal(sub="ana", tenant="demo", roles=("analyst",), purpose="investigation"),
     "investigator": Principal(
@@ -112,3 +121,4 @@ def run_demo(
         out.write(f"purpose {principal.purpose} ===\n")
         out.write(orjson.dumps(result.response, option=orjson.OPT_INDENT_2).decode() + "\n")
         out.write(f"redacted: {result.report.by_coordinate()}\n")
+    out.write(NEXT_STEPS)

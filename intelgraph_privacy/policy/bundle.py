@@ -135,6 +135,9 @@ def _detect_syntax(path: str, source: str) -> Syntax:
         probe.add_policy(path, source)
         return "v1"
     except RuntimeError as v1_error:
+        if _IMPORT_V1.search(source):
+            # Declared v1: report its error (a v0 parse would only add noise on stderr).
+            raise PolicyError(f"{path}: {rego_error(v1_error)}") from v1_error
         probe = regorus.Engine()
         probe.set_rego_v0(True)
         try:
