@@ -49,7 +49,7 @@ class FieldEntry(BaseModel):
     #: What a partially cleared reader gets instead of the value (the shipped medium tier uses it).
     reduce: Literal["mask", "hash", "generalise", "null"] = "mask"
     #: Band width used when the field is generalised (age 37 -> 30 with band 10).
-    band: float = Field(default=10, gt=0)
+    band: float = Field(default=10.0, gt=0)
 
     def policy_input(self, coordinate: str) -> dict[str, Any]:
         """The entry as the Rego policies read it (`input.field`)."""

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from intelgraph_privacy import Principal
 from intelgraph_privacy.redact import apply, mask
 from intelgraph_privacy.redact.native import NATIVE_WALKER, native_walker
 from intelgraph_privacy.testing import RedactionCase, principals
@@ -92,3 +93,10 @@ def test_native_walk_equals_python_walk_on_drifted_responses(
             parent[path[-1]] = data.draw(JSON)
         positions = [p for p in _positions(upstream["data"]) if p]
     _both(case, upstream)
+
+
+def test_native_walk_refuses_non_string_keys() -> None:
+    who = Principal(sub="u1", tenant="t1", roles=("investigator",), purpose="investigation")
+    case_plan = HARNESS.redactor.plan("{ people { name } }", None, who)
+    with pytest.raises(TypeError, match="keys must be str"):
+        apply(case_plan, {"data": {"people": [{1: "x", "name": "Maria"}]}}, native=True)

@@ -362,3 +362,45 @@ def test_upstream_errors_about_redacted_fields_are_dropped_even_without_data(
     result = redactor.apply(plan, {"data": None, "errors": errors})
     assert result.response == {"data": None, "errors": [errors[3]]}
     assert result.report.dropped_errors == 3
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["c-walk", "python-walk"])
+def test_upstream_null_in_a_non_null_position_propagates_with_an_error(
+    redactor: Redactor, native: bool
+) -> None:
+    from intelgraph_privacy.redact import apply
+
+    plan = redactor.plan("{ person(id: 1) { id name } people { id } }", None, CLEARED)
+    nulls = {"person": {"id": "P-1", "name": None}, "people": [{"id": "P-2"}]}
+    out = apply(plan, {"data": copy.deepcopy(nulls)}, native=native).response
+    assert out["data"] == {"person": None, "people": [{"id": "P-2"}]}
+    assert [(e["path"], e["extensions"]["code"]) for e in out["errors"]] == [
+        (["person", "name"], "BAD_UPSTREAM")
+    ]
+    items = {"person": None, "people": [{"id": "P-2"}, None]}
+    out = apply(plan, {"data": copy.deepcopy(items)}, native=native).response
+    assert out["data"] is None  # [Person!]! holds a null: the list, then data, cannot stand
+    assert out["errors"][0]["path"] == ["people", 1]
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["c-walk", "python-walk"])
+def test_generalised_floats_stay_floats_with_the_default_band(
+    demo_schema,
+    redactor: Redactor,
+    native: bool,  # type: ignore[no-untyped-def]
+) -> None:
+    from intelgraph_privacy.redact import apply
+
+    catalog = catalog_from_mapping(
+        {
+            "default_sensitivity": "low",
+            "fields": {"Person.riskScore": {"sensitivity": "medium", "reduce": "generalise"}},
+        },
+        demo_schema,
+    )
+    local = Redactor(demo_schema, catalog, redactor.policy, pseudonym_key=TEST_PSEUDONYM_KEY)
+    plan = local.plan("{ people { riskScore } }", None, ANALYST)
+    data = {"people": [{"riskScore": 37.5}, {"riskScore": 1e300}]}
+    out = apply(plan, {"data": data}, native=native).response
+    scores = [p["riskScore"] for p in out["data"]["people"]]
+    assert scores == [30.0, 1e300] and all(type(s) is float for s in scores)

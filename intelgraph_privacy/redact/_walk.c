@@ -26,7 +26,7 @@ enum { A_KEEP = 0, A_GENERALISE = 1, A_MASK = 2, A_HASH = 3, A_NULL = 4 };
 #define MASK_VISIBLE 4
 
 static PyObject *s_message, *s_path, *s_extensions, *s_code, *s_coordinate, *s_redacted_code,
-    *s_unknown_type;
+    *s_unknown_type, *s_bad_upstream_code, *s_upstream_null;
 
 /* One step of the current path: a dict key (borrowed from the plan or the response), or a
  * list index when key is NULL. Kept in a C array; a Python list is built only for an error. */
@@ -256,6 +256,39 @@ null_field_at(Ctx *c, PyObject *F, PyObject *key)
     return r;
 }
 
+/* A null where the schema says non-null: a BAD_UPSTREAM error at the current path (it will
+ * propagate like a redacted null; the path is not a redacted one). */
+static int
+upstream_null(Ctx *c, PyObject *F)
+{
+    PyObject *path = path_list(c);
+    PyObject *ext = PyDict_New();
+    PyObject *err = PyDict_New();
+    int r = -1;
+    if (path == NULL || ext == NULL || err == NULL ||
+        PyDict_SetItem(ext, s_code, s_bad_upstream_code) < 0 ||
+        PyDict_SetItem(ext, s_coordinate, PyTuple_GET_ITEM(F, F_COORD)) < 0 ||
+        PyDict_SetItem(err, s_message, s_upstream_null) < 0 ||
+        PyDict_SetItem(err, s_path, path) < 0 || PyDict_SetItem(err, s_extensions, ext) < 0)
+        goto done;
+    r = PyList_Append(c->errors, err);
+done:
+    Py_XDECREF(path);
+    Py_XDECREF(ext);
+    Py_XDECREF(err);
+    return r;
+}
+
+static int
+upstream_null_at(Ctx *c, PyObject *F, PyObject *key)
+{
+    if (push(c, key) < 0)
+        return -1;
+    int r = upstream_null(c, F);
+    pop(c);
+    return r;
+}
+
 /* Null obj[key] with its error: 1 when the object stands, 0 when it must become null. */
 static int
 null_key(Ctx *c, PyObject *obj, PyObject *F, PyObject *key)
@@ -470,6 +503,8 @@ walk_value(Ctx *c, PyObject *value, PyObject *F, Py_ssize_t level, int *good)
 {
     int nullable = nullable_at(F, level);
     if (value == Py_None) {
+        if (!nullable && upstream_null(c, F) < 0)
+            return NULL;
         *good = nullable;
         Py_RETURN_NONE;
     }
@@ -656,6 +691,12 @@ walk_object_inner(Ctx *c, PyObject *obj, PyObject *S)
     PyObject *key, *item;
     Py_ssize_t pos = 0, position = 0;
     while (PyDict_Next(obj, &pos, &key, &item)) {
+        if (!PyUnicode_CheckExact(key)) {
+            /* Decoded JSON has str keys only; anything else could run code while we hold
+             * borrowed references. Refuse (the caller serves no data). */
+            PyErr_SetString(PyExc_TypeError, "response object keys must be str");
+            goto done;
+        }
         Py_ssize_t field = key_field(hint, T, position++, key);
         if (field == -2)
             goto done;
@@ -674,7 +715,17 @@ walk_object_inner(Ctx *c, PyObject *obj, PyObject *S)
         PyObject *F = PyTuple_GET_ITEM(plain, i);
         PyObject *key = keys[i];
         PyObject *value = values[i];
-        if (value == NULL || is_scalar(value))
+        if (value == NULL)
+            continue;
+        if (value == Py_None) {
+            if (!nullable_at(F, 0)) {
+                if (upstream_null_at(c, F, key) < 0)
+                    goto done;
+                ok = 0;
+            }
+            continue;
+        }
+        if (is_scalar(value))
             continue;
         if (null_field_at(c, F, key) < 0 || PyDict_SetItem(obj, key, Py_None) < 0)
             goto done;
@@ -711,8 +762,13 @@ walk_object_inner(Ctx *c, PyObject *obj, PyObject *S)
             continue;
         if (PyTuple_GET_ITEM(F, F_CHILD) == Py_None && depth_of(F) == 1) {
             /* A leaf with a transform (kept leaves are plain keys). */
-            if (value == Py_None)
+            if (value == Py_None) {
+                if (!nullable_at(F, 0)) {
+                    result = upstream_null_at(c, F, key) < 0 ? -1 : 0;
+                    goto done;
+                }
                 continue;
+            }
             PyObject *replacement =
                 is_scalar(value) ? transform(F, code, value) : Py_NewRef(Py_None);
             if (replacement == NULL)
@@ -864,7 +920,9 @@ PyInit__walk(void)
     if (intern(&s_message, "message") < 0 || intern(&s_path, "path") < 0 ||
         intern(&s_extensions, "extensions") < 0 || intern(&s_code, "code") < 0 ||
         intern(&s_coordinate, "coordinate") < 0 || intern(&s_redacted_code, "REDACTED") < 0 ||
-        intern(&s_unknown_type, "object of unknown type redacted") < 0)
+        intern(&s_unknown_type, "object of unknown type redacted") < 0 ||
+        intern(&s_bad_upstream_code, "BAD_UPSTREAM") < 0 ||
+        intern(&s_upstream_null, "the upstream returned null for a non-null field") < 0)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -3,7 +3,11 @@
 Null, mask, hash and generalise per response path; a null in a non-null position propagates to the
 nearest nullable parent as the GraphQL specification says; every nulled field gets an `errors[]`
 entry with code REDACTED; upstream errors at or under a redacted path are dropped; keys the plan
-does not know, and values whose JSON type does not fit the schema, are redacted (fail closed).
+does not know, and values whose JSON type does not fit the schema, are redacted (fail closed); an
+upstream null in a non-null position propagates too, with a BAD_UPSTREAM error.
+
+Error entries are built for serialisation: the REDACTED errors of one field in one response may
+share their `extensions` dict (the C walk does this for speed), so treat them as read-only.
 
 The walk below is the reference implementation. When the C extension is built, `apply` runs its
 exact transcription (`_walk.c`), which tests compare against this one.
@@ -12,6 +16,7 @@ exact transcription (`_walk.c`), which tests compare against this one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from intelgraph_privacy.actions import Action
@@ -25,6 +30,7 @@ _NULL = Action.NULL
 # A path is a chain of (parent, key) pairs, built in O(1) and turned into a list only when needed.
 Chain = tuple[Any, str | int] | None
 UNKNOWN_TYPE_MESSAGE = "object of unknown type redacted"
+UPSTREAM_NULL_MESSAGE = "the upstream returned null for a non-null field"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +94,12 @@ def walk(plan: Plan, data: dict[str, Any], *, native: bool = True) -> WalkResult
 
 
 def preview(plan: Plan, response: Any) -> RedactionReport:
-    """What `apply` would redact, without changing `response` (shadow mode)."""
+    """What the plan would change, without changing `response` (shadow mode).
+
+    Every value the plan acts on is counted. Null propagation is not simulated, so values
+    inside an object that `apply` would discard (because a non-null field of it is nulled)
+    are counted too: preview reports what the policy touches, `apply` what it had to do.
+    """
     report = RedactionReport(denied=bool(plan.denied))
     if not isinstance(response, dict) or type(response.get("data")) is not dict:
         return report
@@ -171,6 +182,17 @@ class _Walk:
             return fp.nullable[0]
         return True
 
+    def _upstream_null(self, fp: FieldPlan, chain: Chain) -> None:
+        # A null where the schema says non-null: say so, since it will propagate.
+        if self.mutate:
+            self.errors.append(
+                {
+                    "message": UPSTREAM_NULL_MESSAGE,
+                    "path": materialise(chain),
+                    "extensions": {"code": "BAD_UPSTREAM", "coordinate": fp.coordinate},
+                }
+            )
+
     def _drop_unknown(self, obj: dict[str, Any], allowed: frozenset[str], chain: Chain) -> None:
         for key in [k for k in obj if k not in allowed]:
             self.unknown += 1
@@ -202,11 +224,20 @@ class _Walk:
         if not obj.keys() <= tp.allowed:
             self._drop_unknown(obj, tp.allowed, chain)
         plain = tp.plain_keys
-        if plain and not _SCALARS.issuperset(map(type, map(obj.get, plain))):
+        required = tp.plain_required
+        if (plain and not _SCALARS.issuperset(map(type, map(obj.get, plain)))) or (
+            required and None in map(obj.get, required, repeat(_MISSING))
+        ):
+            # Some kept scalar is not a scalar (drift: redact it), or is null where the
+            # schema says non-null (the upstream broke the contract: propagate, as the spec).
             ok = True
             for key in plain:
-                if type(obj.get(key)) not in _SCALARS:
-                    fp = tp.plain_fields[key]
+                value = obj.get(key, _MISSING)
+                fp = tp.plain_fields[key]
+                if value is None and not fp.nullable[0]:
+                    self._upstream_null(fp, (chain, key))
+                    ok = False
+                elif value is not _MISSING and type(value) not in _SCALARS:
                     self._null(fp, (chain, key))
                     if mutate:
                         obj[key] = None
@@ -230,6 +261,10 @@ class _Walk:
             if fp.child is None and len(fp.nullable) == 1:
                 # A leaf with a transform (kept leaves are plain keys).
                 if value is None:
+                    if not fp.nullable[0]:
+                        self._upstream_null(fp, (chain, fp.key))
+                        if mutate:
+                            return False
                     continue
                 new = fp.transform(value) if type(value) in _SCALARS else None  # type: ignore[misc]
                 if new is None:
@@ -252,6 +287,8 @@ class _Walk:
         """Rewrite the value at one position of a field; (replacement, still valid)."""
         nullable = fp.nullable
         if value is None:
+            if not nullable[level]:
+                self._upstream_null(fp, chain)
             return None, nullable[level]
         if level < len(nullable) - 1:
             if type(value) is not list:

@@ -47,6 +47,8 @@ class TypePlan:
     #: Kept scalar keys that need only a type check.
     plain_keys: tuple[str, ...]
     plain_fields: dict[str, FieldPlan]
+    #: The plain keys whose schema type is non-null.
+    plain_required: tuple[str, ...]
     #: Keys that need a transform, a null, a recursion or removal.
     work: tuple[FieldPlan, ...]
 
@@ -152,7 +154,8 @@ class _Compiler:
                 plain[fplan.key] = fplan
             else:
                 work.append(fplan)
-        return TypePlan(frozenset(fields), tuple(plain), plain, tuple(work))
+        required = tuple(k for k, f in plain.items() if not f.nullable[0])
+        return TypePlan(frozenset(fields), tuple(plain), plain, required, tuple(work))
 
     def field(self, fshape: FieldShape) -> FieldPlan:
         child = self.selection(fshape.child) if fshape.child is not None else None

@@ -92,7 +92,7 @@ def generalise(value: object, band: float) -> int | float | str | None:
         scaled = value / band  # type: ignore[operator]
         if not math.isfinite(scaled):
             return None
-        return math.floor(scaled) * band
+        return float(math.floor(scaled) * band)
     if isinstance(value, str):
         match = _ISO_DATE.match(value)
         return match.group(1) if match else None

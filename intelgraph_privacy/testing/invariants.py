@@ -50,16 +50,17 @@ def assert_spec_nulls(plan: Plan, original: dict[str, Any], redacted: dict[str, 
 
     - no null sits in a non-null position (unless `data` itself is null);
     - every nulled field present in the response has a REDACTED error at its exact path;
-    - every REDACTED error path reaches a null (the field, or an ancestor it propagated to);
+    - every REDACTED (or BAD_UPSTREAM: an upstream null in a non-null position) error path
+      reaches a null (the field, or an ancestor it propagated to);
     - an object that was present upstream and is null now had a redacted field under it,
       and sits in a nullable position or its parent is null as well.
     """
-    errors = [e for e in redacted.get("errors", []) if _code(e) == "REDACTED"]
+    errors = [e for e in redacted.get("errors", []) if _code(e) in ("REDACTED", "BAD_UPSTREAM")]
     error_paths = {tuple(e["path"]) for e in errors if isinstance(e.get("path"), list)}
     data = redacted.get("data")
     for path in error_paths:
         if not _reaches_null(data, path):
-            raise AssertionError(f"REDACTED error at {list(path)} but no null on that path")
+            raise AssertionError(f"error at {list(path)} but no null on that path")
     upstream = original.get("data")
     if data is None or not isinstance(upstream, dict):
         return
