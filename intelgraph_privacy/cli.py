@@ -7,8 +7,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from intelgraph_privacy.errors import PrivacyError
+from intelgraph_privacy.errors import ConfigError, PrivacyError
+
+if TYPE_CHECKING:
+    from intelgraph_privacy.store import Store
 
 #: Where `presets/` and `rego/` live: the current directory, else the source checkout.
 _SEARCH_ROOTS = (Path.cwd(), Path(__file__).resolve().parents[1])
@@ -23,10 +27,14 @@ def _default(relative: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Run the library's commands (the console script adds the sidecar's: see `sidecar.cli`)."""
+    return run(build_parser()[0], argv)
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` and run the chosen command; a PrivacyError is printed, exit status 1."""
     # regorus prints Rust backtraces into error messages when this is set; ours are enough.
     os.environ.setdefault("RUST_BACKTRACE", "0")
-    parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
@@ -38,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[Any]]:
+    """The parser with the library's commands, and its sub-parsers for callers to extend."""
     parser = argparse.ArgumentParser(
         prog="intelgraph-privacy", description="Policy-as-code privacy for GraphQL graph APIs."
     )
@@ -58,15 +67,61 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--catalog", default=_default("presets/catalog.yaml"))
     check.set_defaults(run=_catalog_check)
 
-    demo = commands.add_parser(
-        "demo", help="show what the shipped policies do to a sample response, per principal"
+    explain = commands.add_parser(
+        "explain",
+        help="offline: show what the policies do to a sample response, per principal",
     )
-    demo.add_argument("--schema", default=_default("presets/demo.graphql"))
-    demo.add_argument("--catalog", default=_default("presets/catalog.yaml"))
-    demo.add_argument("--policies", default=_default("rego"))
-    demo.add_argument("--purpose", help="token purpose for every demo principal")
-    demo.set_defaults(run=_demo)
-    return parser
+    explain.add_argument("--schema", default=_default("presets/demo.graphql"))
+    explain.add_argument("--catalog", default=_default("presets/catalog.yaml"))
+    explain.add_argument("--policies", default=_default("rego"))
+    explain.add_argument("--purpose", help="token purpose for every sample principal")
+    explain.set_defaults(run=_explain)
+
+    token = commands.add_parser("token", help="issue tokens")
+    token_commands = token.add_subparsers(title="token commands")
+    issue = token_commands.add_parser("issue", help="print a signed bearer token")
+    issue.add_argument(
+        "--demo",
+        action="store_true",
+        required=True,
+        help="sign with the public demo key (only `intelgraph-privacy demo` accepts it)",
+    )
+    issue.add_argument("--sub", required=True)
+    issue.add_argument("--roles", default="", help="comma-separated roles")
+    issue.add_argument("--purpose", required=True)
+    issue.add_argument("--tenant", required=True)
+    issue.add_argument("--region")
+    issue.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    issue.set_defaults(run=_token_issue)
+
+    audit = commands.add_parser("audit", help="the hash-chained audit log")
+    audit_commands = audit.add_subparsers(title="audit commands")
+    verify = audit_commands.add_parser("verify", help="check the audit log's hash chain")
+    add_store_arguments(verify)
+    verify.set_defaults(run=_audit_verify)
+    return parser, commands
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--data-dir`, `--config` and `--store`: where a command finds the store."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", type=Path, help="the demo's data directory (SQLite store)")
+    where.add_argument("--config", type=Path, help="the sidecar's configuration file")
+    where.add_argument("--store", help="a store URL (postgresql://... or sqlite:///...)")
+
+
+def open_store_from_args(args: argparse.Namespace) -> Store:
+    """Open the store that `--data-dir`, `--config` or `--store` names (default: .demo-data)."""
+    from intelgraph_privacy.store import open_store
+
+    if args.store:
+        return open_store(args.store)
+    if args.config:
+        from intelgraph_privacy.config import load_store_config
+
+        store = load_store_config(args.config)
+        return open_store(store.url, data_dir=store.data_dir)
+    return open_store(None, data_dir=args.data_dir or Path(".demo-data"))
 
 
 def _policy_test(args: argparse.Namespace) -> int:
@@ -98,7 +153,50 @@ def _catalog_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _token_issue(args: argparse.Namespace) -> int:
+    from intelgraph_privacy.tokens import (
+        DEMO_AUDIENCE,
+        DEMO_ISSUER,
+        DEMO_KID,
+        demo_private_key,
+        issue_token,
+    )
+
+    if args.ttl <= 0:
+        raise ConfigError("--ttl must be a positive number of seconds")
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    token = issue_token(
+        demo_private_key(),
+        sub=args.sub,
+        tenant=args.tenant,
+        roles=roles,
+        purpose=args.purpose,
+        issuer=DEMO_ISSUER,
+        audience=DEMO_AUDIENCE,
+        ttl=args.ttl,
+        kid=DEMO_KID,
+        extra={"region": args.region} if args.region else None,
+    )
+    print(token)
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from intelgraph_privacy.audit import AuditLog
+
+    store = open_store_from_args(args)
+    try:
+        result = AuditLog(store).verify()
+    finally:
+        store.close()
+    if result.ok:
+        print(f"audit log intact: {result.count} records, hash chain verified ({store.url})")
+        return 0
+    print(f"audit log TAMPERED at seq {result.first_bad_seq}: {result.reason}", file=sys.stderr)
+    return 1
+
+
+def _explain(args: argparse.Namespace) -> int:
     from intelgraph_privacy.demo import run_demo
 
     run_demo(

@@ -37,7 +37,7 @@ DEMO_QUERY = """query Dossier {
 
 NEXT_STEPS = """
 Try next (from the repository root):
-  .venv/bin/intelgraph-privacy demo --purpose analytics      # same principals, another purpose
+  .venv/bin/intelgraph-privacy explain --purpose analytics   # same principals, another purpose
   .venv/bin/intelgraph-privacy policy test rego/ --verbose   # the shipped policies' Rego tests
   .venv/bin/intelgraph-privacy catalog check                 # validate presets/catalog.yaml
   then edit rego/redact.rego or presets/catalog.yaml and run the demo again;

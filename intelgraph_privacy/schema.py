@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from graphql import (
     GraphQLError,
     GraphQLInterfaceType,
     GraphQLObjectType,
     GraphQLSchema,
+    build_client_schema,
     build_schema,
 )
 
@@ -42,3 +45,13 @@ def field_coordinates(schema: GraphQLSchema) -> dict[str, list[str]]:
         if isinstance(gtype, GraphQLObjectType | GraphQLInterfaceType):
             result[name] = list(gtype.fields)
     return result
+
+
+def schema_from_introspection(
+    result: Mapping[str, Any], *, source: str = "<introspection>"
+) -> GraphQLSchema:
+    """Build a schema from an introspection query result (its `data` object)."""
+    try:
+        return build_client_schema(result)  # type: ignore[arg-type]
+    except (GraphQLError, TypeError, KeyError) as exc:
+        raise ConfigError(f"{source}: invalid introspection result: {exc}") from exc

@@ -48,3 +48,9 @@ def redactor(demo_schema, demo_catalog, shipped_policy) -> Redactor:  # type: ig
 def principal(*roles: str, purpose: str = "investigation") -> Principal:
     """A principal of tenant t1 with these roles."""
     return Principal(sub="u1", tenant="t1", roles=roles, purpose=purpose)
+
+
+# End-to-end fixtures (sample graph, keys, sidecars) for every test module.
+from tests.sidecar_env import sample_db, sidecar, test_keys, upstream  # noqa: E402
+
+__all__ = ["sample_db", "sidecar", "test_keys", "upstream"]

@@ -23,7 +23,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     # RUST_BACKTRACE=1 makes regorus append Rust backtraces: the CLI must not show them.
     env = {**os.environ, "RUST_BACKTRACE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "intelgraph_privacy.cli", *args],
+        [sys.executable, "-m", "sidecar.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -161,7 +161,7 @@ def test_catalog_check_on_missing_schema(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def demo_output(tmp_path_factory: pytest.TempPathFactory) -> str:
     done = run_cli(
-        "demo",
+        "explain",
         *DEMO_ARGS,
         "--policies",
         str(REGO),
@@ -197,6 +197,6 @@ def test_demo_redacts_per_principal(demo_output: str) -> None:
 
 def test_demo_with_broken_policies_fails_cleanly(tmp_path: Path) -> None:
     broken = write(tmp_path / "policies" / "broken.rego", "package b\n\nimport rego.v1\n\nx := \n")
-    done = run_cli("demo", *DEMO_ARGS, "--policies", str(broken.parent), cwd=tmp_path)
+    done = run_cli("explain", *DEMO_ARGS, "--policies", str(broken.parent), cwd=tmp_path)
     assert_clean_error(done)
     assert str(broken) in done.stderr

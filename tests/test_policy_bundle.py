@@ -330,7 +330,7 @@ def test_rego_test_outcomes(tmp_path: Path) -> None:
 def test_rego_tests_do_not_see_the_last_request_input(tmp_path: Path) -> None:
     write(tmp_path, "checks_test.rego", OUTCOMES)
     bundle = load_bundle(tmp_path)
-    bundle.engine.set_input({"user": {"sub": "u1"}})
+    bundle.thread_engine().set_input({"user": {"sub": "u1"}})
     results = {r.rule: r.outcome for r in run_rego_tests(bundle)}
     assert results["data.checks.test_reads_input"] == "fail"
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -47,7 +48,21 @@ class PolicyBundle:
     version: str
     #: Fully qualified test rules (`data.pkg.test_x`) found in the bundle.
     tests: tuple[str, ...]
-    engine: Any = field(repr=False, compare=False)
+    #: Compiles the policies into a fresh engine.
+    rebuild: Callable[[], Any] = field(repr=False, compare=False)
+    #: Engines per thread: regorus engines are bound to the thread that made them.
+    _local: threading.local = field(repr=False, compare=False, default_factory=threading.local)
+
+    def thread_engine(self) -> Any:
+        """The calling thread's engine, compiled on its first use.
+
+        regorus engines are pyo3 `unsendable`: used, or even dropped, on another thread they fail.
+        So none is shared: each thread compiles its own copy, which goes away with the thread.
+        """
+        engine = getattr(self._local, "engine", None)
+        if engine is None:
+            engine = self._local.engine = self.rebuild()
+        return engine
 
 
 def contract_source() -> str:
@@ -101,6 +116,7 @@ def compile_bundle(
                 )
     engine = regorus.Engine()
     engine.set_rego_v0(syntax == "v0")
+    compiled: list[tuple[str, str]] = []
     for index, f in enumerate(files):
         try:
             source = rewrite_wildcard_negations(
@@ -109,13 +125,28 @@ def compile_bundle(
             engine.add_policy(f.path, source)
         except RuntimeError as exc:
             raise PolicyError(f"{f.path}: {rego_error(exc)}") from exc
-    if data:
+        compiled.append((f.path, source))
+    data_json = dumps(dict(data)).decode() if data else None
+    if data_json is not None:
         try:
-            engine.add_data_json(dumps(dict(data)).decode())
+            engine.add_data_json(data_json)
         except RuntimeError as exc:
             raise PolicyError(f"policy data: {rego_error(exc)}") from exc
+
+    def rebuild() -> Any:
+        # The same sources already compiled once above, so this cannot fail differently.
+        copy = regorus.Engine()
+        copy.set_rego_v0(syntax == "v0")
+        for path, source in compiled:
+            copy.add_policy(path, source)
+        if data_json is not None:
+            copy.add_data_json(data_json)
+        return copy
+
     version = _version(files, data)
-    return PolicyBundle(files, syntax, version, _test_rules(engine), engine)
+    bundle = PolicyBundle(files, syntax, version, _test_rules(engine), rebuild)
+    bundle._local.engine = engine  # the compiling thread keeps the engine it just built
+    return bundle
 
 
 def _policy_paths(sources: str | Path | Iterable[str | Path]) -> list[Path]:

@@ -171,13 +171,14 @@ def evaluate(
     }
     encoded = dumps(policy_input).decode()
     try:
+        engine = bundle.thread_engine()
         if lock is None:
-            bundle.engine.set_input_json(encoded)
-            raw = bundle.engine.eval_rule(DECISION_RULE)
+            engine.set_input_json(encoded)
+            raw = engine.eval_rule(DECISION_RULE)
         else:
             with lock:
-                bundle.engine.set_input_json(encoded)
-                raw = bundle.engine.eval_rule(DECISION_RULE)
+                engine.set_input_json(encoded)
+                raw = engine.eval_rule(DECISION_RULE)
     except RuntimeError as exc:
         raise PolicyError(f"policy evaluation failed: {rego_error(exc)}") from exc
     if not entries:

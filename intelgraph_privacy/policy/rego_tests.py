@@ -23,7 +23,7 @@ class RegoTestResult:
 
 def run_rego_tests(bundle: PolicyBundle) -> list[RegoTestResult]:
     """Evaluate every `test_*` rule of the bundle on a clone of its engine (input cleared)."""
-    engine = bundle.engine.clone()
+    engine = bundle.thread_engine().clone()
     engine.set_input({})
     results = []
     for rule in bundle.tests:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -17,9 +18,10 @@ from graphql import (
 )
 from graphql.execution.values import get_variable_values
 
+from intelgraph_privacy.actions import Action
 from intelgraph_privacy.catalog import Catalog
 from intelgraph_privacy.errors import PlanError
-from intelgraph_privacy.policy import PolicyEngine
+from intelgraph_privacy.policy import Decision, PolicyEngine
 from intelgraph_privacy.principal import Principal
 from intelgraph_privacy.redact.apply import Redacted, apply, preview
 from intelgraph_privacy.redact.plan import Plan, compile_plan
@@ -44,6 +46,7 @@ class Redactor:
         pseudonym_key: bytes,
         cache_size: int = 2048,
         introspection_roles: frozenset[str] = frozenset({"admin"}),
+        max_tokens: int | None = None,
     ) -> None:
         if catalog.schema is not schema:
             raise ValueError("the catalog was validated against a different schema")
@@ -52,6 +55,8 @@ class Redactor:
         self.policy = policy
         self.pseudonymizer = Pseudonymizer(pseudonym_key)
         self.introspection_roles = introspection_roles
+        #: Parsing stops past this many tokens (a guard against huge documents).
+        self.max_tokens = max_tokens
         self._lock = threading.Lock()
         self._documents: LRUCache[str, DocumentNode | PlanError] = LRUCache(cache_size)
         self._shapes: LRUCache[tuple[str, str | None], Shape] = LRUCache(cache_size)
@@ -64,7 +69,7 @@ class Redactor:
         with self._lock:
             cached = self._documents.get(text)
         if cached is None:
-            cached = _parse_and_validate(self.schema, text)
+            cached = _parse_and_validate(self.schema, text, self.max_tokens)
             with self._lock:
                 self._documents[text] = cached
         if isinstance(cached, PlanError):
@@ -119,6 +124,27 @@ class Redactor:
             self._plans[key] = plan
         return plan
 
+    def passthrough_plan(self, text: str, operation_name: str | None, principal: Principal) -> Plan:
+        """A plan that keeps every field: what preview mode serves (cached).
+
+        It still drops what the sidecar injected (`__typename` aliases), keys the schema does
+        not know, and introspection the principal may not run.
+        """
+        allow = bool(self.introspection_roles & set(principal.roles))
+        key = ("passthrough", text, operation_name or None, allow, self.catalog.version)
+        with self._lock:
+            cached = self._plans.get(key)
+        if cached is not None:
+            return cached
+        shape = self.shape(text, operation_name)
+        keep = Decision({c: Action.KEEP for c in shape.coordinates}, "passthrough")
+        plan = compile_plan(
+            shape, keep, self.catalog, pseudonymizer=self.pseudonymizer, allow_introspection=allow
+        )
+        with self._lock:
+            self._plans[key] = plan
+        return plan
+
     def check_variables(
         self, text: str, operation_name: str | None, variables: Mapping[str, Any]
     ) -> dict[str, Any]:
@@ -141,18 +167,31 @@ class Redactor:
         return preview(plan, response)
 
 
-def _parse_and_validate(schema: GraphQLSchema, text: str) -> DocumentNode | PlanError:
+def _parse_and_validate(
+    schema: GraphQLSchema, text: str, max_tokens: int | None = None
+) -> DocumentNode | PlanError:
     try:
-        document = parse(text)
+        document = parse(text, max_tokens=max_tokens)
     except GraphQLError as exc:
         return PlanError(f"syntax error: {exc.message}", [exc.formatted])  # type: ignore[list-item]
     errors = validate(schema, document)
     if errors:
         return PlanError(
             "the document does not validate against the schema",
-            [e.formatted for e in errors],  # type: ignore[misc]
+            [_without_suggestions(e.formatted) for e in errors],  # type: ignore[arg-type]
         )
     return document
+
+
+# "Did you mean 'ssn'?" would tell a caller about fields the policy may hide from them.
+_SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?\s*$")
+
+
+def _without_suggestions(formatted: dict[str, Any]) -> dict[str, Any]:
+    message = formatted.get("message")
+    if isinstance(message, str):
+        formatted = {**formatted, "message": _SUGGESTION.sub("", message)}
+    return formatted
 
 
 def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode:

@@ -1,0 +1,248 @@
+"""The one configuration model (the sidecar's and the CLI's): YAML, overridden by environment.
+
+Every setting has a default except `upstream.url`. An environment variable overrides a setting by
+its path, upper-cased, joined with `__`, under the prefix `INTELGRAPH_`: `upstream.timeout_seconds`
+is `INTELGRAPH_UPSTREAM__TIMEOUT_SECONDS`. Values convert to the setting's type (`true`, `30`);
+a list is written in YAML flow style (`[a, b]`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from intelgraph_privacy.errors import ConfigError
+
+ENV_PREFIX = "INTELGRAPH_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenConfig(_Section):
+    """Where the sidecar listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class UpstreamConfig(_Section):
+    """The graph API behind the sidecar."""
+
+    #: The upstream GraphQL endpoint, e.g. http://127.0.0.1:8081/graphql.
+    url: str
+    #: An SDL file of the upstream schema; when unset the schema is fetched by introspection.
+    schema_sdl: Path | None = None
+    #: How often to re-introspect the upstream schema (0 = only at start-up).
+    schema_refresh_seconds: float = Field(default=300.0, ge=0)
+    #: Whole-request timeout for one upstream call.
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    #: Pooled connections to the upstream.
+    max_connections: int = Field(default=100, ge=1)
+    #: Larger upstream responses are refused (502).
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    #: Client headers copied to the upstream (lower-case names); nothing else is forwarded.
+    forward_headers: tuple[str, ...] = ()
+    #: A CA bundle, and a client certificate and key for mutual TLS, for https upstreams.
+    ca_file: Path | None = None
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _http_url(self) -> UpstreamConfig:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("upstream.url must be an http:// or https:// URL")
+        return self
+
+
+class AuthConfig(_Section):
+    """Bearer token verification."""
+
+    #: A JWKS file path or an https:// URL.
+    jwks: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    algorithms: tuple[str, ...] = ("EdDSA", "ES256", "RS256")
+    leeway_seconds: int = Field(default=30, ge=0, le=60)
+    #: How often a JWKS URL is fetched again (key rotation).
+    jwks_refresh_seconds: float = Field(default=300.0, ge=0)
+
+
+class LimitsConfig(_Section):
+    """Guards applied before anything reaches the upstream."""
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=256)
+    max_depth: int = Field(default=12, ge=1)
+    max_aliases: int = Field(default=30, ge=0)
+    max_batch: int = Field(default=10, ge=1)
+    max_tokens: int = Field(default=5000, ge=10)
+
+
+class PolicyConfig(_Section):
+    """The catalog, the Rego bundle and the redaction settings."""
+
+    catalog: Path = Path("presets/catalog.yaml")
+    policies: Path = Path("rego")
+    #: How often the bundle is checked for changes and hot-reloaded (0 = never).
+    reload_seconds: float = Field(default=5.0, ge=0)
+    #: A file holding the secret key of the hash pseudonyms (at least 16 bytes).
+    pseudonym_key_file: Path | None = None
+    #: Roles allowed to run introspection through the sidecar.
+    introspection_roles: tuple[str, ...] = ("admin",)
+    #: Messages of upstream errors that carry no path may quote anything: replace them.
+    hide_unlocated_upstream_errors: bool = True
+
+
+class PreviewConfig(_Section):
+    """Shadow mode: report what would be redacted, return responses unchanged."""
+
+    enabled: bool = False
+    #: Operation names in preview even when `enabled` is false.
+    operations: tuple[str, ...] = ()
+
+
+class StoreConfig(_Section):
+    """Where the audit log (and later modules' tables) live."""
+
+    #: A SQLAlchemy URL (postgresql://... or sqlite:///...); unset = SQLite in `data_dir`.
+    url: str | None = None
+    data_dir: Path = Path(".intelgraph-data")
+
+
+class AuditConfig(_Section):
+    """The off-request-path audit writer."""
+
+    batch_size: int = Field(default=256, ge=1)
+    flush_interval_seconds: float = Field(default=0.2, gt=0)
+    max_queue: int = Field(default=10_000, ge=1)
+
+
+class SidecarConfig(_Section):
+    """Everything the sidecar reads at start-up."""
+
+    listen: ListenConfig = ListenConfig()
+    upstream: UpstreamConfig
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+    policy: PolicyConfig = PolicyConfig()
+    preview: PreviewConfig = PreviewConfig()
+    store: StoreConfig = StoreConfig()
+    audit: AuditConfig = AuditConfig()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: Set only by `intelgraph-privacy demo`: accepts the demo signing key and serves its JWKS.
+    demo: bool = False
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> SidecarConfig:
+        if not self.demo and not (self.auth.jwks and self.auth.issuer and self.auth.audience):
+            raise ValueError("auth.jwks, auth.issuer and auth.audience are required")
+        if not self.demo and self.policy.pseudonym_key_file is None:
+            raise ValueError("policy.pseudonym_key_file is required")
+        return self
+
+    def in_preview(self, operation_name: str | None) -> bool:
+        """Whether this operation runs in shadow mode."""
+        return self.preview.enabled or (
+            operation_name is not None and operation_name in self.preview.operations
+        )
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> SidecarConfig:
+    """Read the YAML file (if any), apply `INTELGRAPH_*` variables, then `overrides`, and validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+        if "demo" in raw:
+            # The demo key is public: only `intelgraph-privacy demo` may accept it.
+            raise ConfigError(
+                f"{path}: `demo` cannot be set in a file; run `intelgraph-privacy demo`"
+            )
+    for name, value in sorted((os.environ if environ is None else environ).items()):
+        if name.startswith(ENV_PREFIX) and ("__" in name or name == f"{ENV_PREFIX}LOG_LEVEL"):
+            keys = name.removeprefix(ENV_PREFIX).lower().split("__")
+            _set(raw, keys, _env_value(name, value))
+    for dotted, value in (overrides or {}).items():
+        _set(raw, dotted.split("."), value)
+    try:
+        return SidecarConfig.model_validate(raw)
+    except ValidationError as exc:
+        source = str(path) if path is not None else "configuration"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping")
+    # Relative paths in the file are relative to the file, not to the working directory.
+    return _resolve_paths(loaded, path.parent)
+
+
+_PATH_KEYS = {
+    ("upstream", "schema_sdl"),
+    ("upstream", "ca_file"),
+    ("upstream", "client_cert_file"),
+    ("upstream", "client_key_file"),
+    ("policy", "catalog"),
+    ("policy", "policies"),
+    ("policy", "pseudonym_key_file"),
+    ("store", "data_dir"),
+}
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    for section, key in _PATH_KEYS:
+        block = raw.get(section)
+        if isinstance(block, dict) and isinstance(block.get(key), str):
+            block[key] = str(base / block[key])
+    auth = raw.get("auth")
+    if isinstance(auth, dict) and isinstance(auth.get("jwks"), str) and "://" not in auth["jwks"]:
+        auth["jwks"] = str(base / auth["jwks"])
+    return raw
+
+
+def _env_value(name: str, value: str) -> Any:
+    # Pydantic converts "30" and "true" itself; only lists need parsing ("[a, b]").
+    if not value.lstrip().startswith("["):
+        return value if value != "" else None
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{name}: cannot parse {value!r}: {exc}") from exc
+
+
+def _set(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[keys[-1]] = value
+
+
+def load_store_config(path: str | Path) -> StoreConfig:
+    """The store settings of a sidecar configuration file (for CLI commands that read the store)."""
+    return load_config(path).store

@@ -1,0 +1,76 @@
+"""The aiohttp application: /graphql, /healthz, /readyz, /metrics (and the demo's JWKS)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from intelgraph_privacy.codec import dumps
+from intelgraph_privacy.config import SidecarConfig
+from sidecar.errors import error_body
+from sidecar.proxy import STATE, handle_graphql
+from sidecar.state import SidecarState
+
+
+def create_app(config: SidecarConfig, *, state: SidecarState | None = None) -> web.Application:
+    """Build the sidecar application; the state starts and stops with the app."""
+    app = web.Application()
+    app[STATE] = state or SidecarState(config)
+    app.cleanup_ctx.append(_lifecycle)
+    app.router.add_route("POST", "/graphql", handle_graphql)
+    app.router.add_route("GET", "/graphql", handle_graphql)
+    app.router.add_route("*", "/graphql", _method_not_allowed)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    if config.demo:
+        app.router.add_get("/.well-known/jwks.json", _demo_jwks)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    await state.start()
+    yield
+    await state.stop()
+
+
+async def _method_not_allowed(request: web.Request) -> web.Response:
+    return web.Response(
+        body=dumps(error_body("/graphql takes GET and POST", "METHOD_NOT_ALLOWED")),
+        status=405,
+        content_type="application/json",
+        headers={"Allow": "GET, POST"},
+    )
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"}, dumps=lambda v: dumps(v).decode())
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    checks = await state.readiness()
+    ready = all(checks.values())
+    body = {
+        "ready": ready,
+        "checks": checks,
+        "policyVersion": state.policy.version,
+        "schemaError": state.schema_error,
+    }
+    return web.Response(
+        body=dumps(body), status=200 if ready else 503, content_type="application/json"
+    )
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[STATE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _demo_jwks(request: web.Request) -> web.Response:
+    from intelgraph_privacy.tokens import demo_jwks
+
+    return web.Response(body=dumps(demo_jwks()), content_type="application/json")

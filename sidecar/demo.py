@@ -1,0 +1,151 @@
+"""`intelgraph-privacy demo`: the sample graph API and the sidecar in front of it, in one process.
+
+DEMO ONLY: tokens are signed with the public demo key, which only this command's sidecar accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from aiohttp import web
+
+from intelgraph_privacy.codec import dumps
+from intelgraph_privacy.config import SidecarConfig, load_config
+from intelgraph_privacy.tokens import (
+    DEMO_AUDIENCE,
+    DEMO_ISSUER,
+    DEMO_KID,
+    demo_private_key,
+    issue_token,
+)
+from samplegraph import create_app as create_sample_graph
+from samplegraph import generate_database
+from sidecar.app import create_app
+from sidecar.logs import configure_logging
+
+DEMO_TENANT = "demo"
+#: Who the printed commands act as: (label, sub, roles, purpose).
+DEMO_PRINCIPALS = (
+    ("analyst", "ana", ("analyst",), "investigation"),
+    ("investigator", "ivan", ("investigator",), "investigation"),
+    ("high-clearance investigator", "hana", ("high-clearance", "investigator"), "investigation"),
+)
+DEMO_QUERY = (
+    '{ person(id: "P-00001") { name ssn email phone dob age city riskScore '
+    "employer { name registrationNumber } cases { reference title openedOn informant } } }"
+)
+TOKEN_TTL_SECONDS = 12 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """Where the demo listens and what it serves."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    upstream_port: int = 8081
+    data_dir: Path = Path(".demo-data")
+    people: int = 5000
+    catalog: Path = Path("presets/catalog.yaml")
+    policies: Path = Path("rego")
+
+
+def demo_config(options: DemoOptions) -> SidecarConfig:
+    """The sidecar configuration of the demo (environment variables still apply)."""
+    return load_config(
+        overrides={
+            "demo": True,
+            "listen.host": options.host,
+            "listen.port": options.port,
+            "upstream.url": f"http://{options.host}:{options.upstream_port}/graphql",
+            "policy.catalog": str(options.catalog),
+            "policy.policies": str(options.policies),
+            "store.data_dir": str(options.data_dir),
+        }
+    )
+
+
+def demo_token(sub: str, roles: tuple[str, ...], purpose: str, ttl: int = TOKEN_TTL_SECONDS) -> str:
+    """A token signed with the demo key."""
+    return issue_token(
+        demo_private_key(),
+        sub=sub,
+        tenant=DEMO_TENANT,
+        roles=list(roles),
+        purpose=purpose,
+        issuer=DEMO_ISSUER,
+        audience=DEMO_AUDIENCE,
+        ttl=ttl,
+        kid=DEMO_KID,
+    )
+
+
+async def run_demo(options: DemoOptions, *, out: TextIO) -> None:
+    """Generate the sample data, serve both apps, print how to try them; run until stopped."""
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"Preparing the sample graph ({options.people} people) in {options.data_dir} ...", file=out
+    )
+    database = await asyncio.to_thread(
+        generate_database, options.data_dir / "sample-graph.sqlite3", people=options.people
+    )
+    config = demo_config(options)
+    configure_logging("WARNING")
+    runners = []
+    try:
+        graph = web.AppRunner(create_sample_graph(database), access_log=None)
+        await graph.setup()
+        await web.TCPSite(graph, options.host, options.upstream_port).start()
+        runners.append(graph)
+        sidecar = web.AppRunner(create_app(config), access_log=None)
+        await sidecar.setup()
+        await web.TCPSite(sidecar, options.host, options.port).start()
+        runners.append(sidecar)
+        print(instructions(options), file=out, flush=True)
+        await asyncio.Event().wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def instructions(options: DemoOptions) -> str:
+    """What the demo prints: where things are and ready-to-paste commands."""
+    sidecar = f"http://{options.host}:{options.port}"
+    upstream = f"http://{options.host}:{options.upstream_port}/graphql"
+    body = shlex.quote(dumps({"query": DEMO_QUERY}).decode())
+    lines = [
+        "",
+        "IntelGraph Privacy demo is running (DEMO KEYS: accepted only by this demo).",
+        f"  sidecar (privacy enforced) {sidecar}/graphql",
+        f"  sample graph API (raw)     {upstream}",
+        f"  demo public keys           {sidecar}/.well-known/jwks.json",
+        f"  metrics / readiness        {sidecar}/metrics  {sidecar}/readyz",
+        f"  audit log (SQLite)         {options.data_dir}/",
+        "",
+        "The same person, asked for by three principals (paste into another terminal):",
+    ]
+    for label, sub, roles, purpose in DEMO_PRINCIPALS:
+        token = demo_token(sub, roles, purpose)
+        lines += [
+            "",
+            f"# {label} (roles {', '.join(roles)}; purpose {purpose})",
+            f"curl -s {sidecar}/graphql -H 'Authorization: Bearer {token}' \\",
+            f"  -H 'Content-Type: application/json' -d {body}",
+        ]
+    lines += [
+        "",
+        "# no token: refused with 401, nothing reaches the graph API",
+        f"curl -s {sidecar}/graphql -H 'Content-Type: application/json' -d {body}",
+        "",
+        "More: a token of your own, e.g.",
+        "  .venv/bin/intelgraph-privacy token issue --demo --sub me --roles analyst "
+        "--purpose analytics --tenant demo",
+        f"  then verify the audit chain: .venv/bin/intelgraph-privacy audit verify "
+        f"--data-dir {options.data_dir}",
+        "Stop the demo with Ctrl-C.",
+    ]
+    return "\n".join(lines)

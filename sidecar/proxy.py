@@ -1,0 +1,324 @@
+"""The request path: authenticate, read, guard, plan, forward, rewrite, record.
+
+Every failure answers with a GraphQL-shaped error and no upstream data (fail closed): client
+mistakes 4xx, upstream failures 502/504, policy or planning failures 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from graphql import OperationDefinitionNode
+
+from intelgraph_privacy.audit import AuditBackpressure, AuditRecord
+from intelgraph_privacy.codec import dumps
+from intelgraph_privacy.errors import PlanError, PrivacyError
+from intelgraph_privacy.principal import Principal
+from intelgraph_privacy.redact import RedactionReport, denied_response
+from intelgraph_privacy.tokens import TokenError
+from sidecar.errors import ClientError, SidecarError, error_body
+from sidecar.graphql_http import GraphQLRequest, OperationRequest, read_get, read_post
+from sidecar.guards import check_document, measure
+from sidecar.state import Runtime, SidecarState
+
+STATE: web.AppKey[SidecarState] = web.AppKey("intelgraph_state", SidecarState)
+_REQUEST_ID_HEADER = "X-Request-Id"
+_UPSTREAM_ERROR_MESSAGE = "the upstream reported an error"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one operation produced, for the response, the metrics and the audit log."""
+
+    status: int
+    body: dict[str, Any]
+    operation_name: str | None = None
+    operation_type: str | None = None
+    document_hash: str | None = None
+    report: RedactionReport = field(default_factory=RedactionReport)
+    policy_version: str | None = None
+    catalog_version: str | None = None
+    preview: bool = False
+    detail: str | None = None
+
+
+async def handle_graphql(request: web.Request) -> web.StreamResponse:
+    """POST and GET /graphql."""
+    state = request.app[STATE]
+    request_id = _request_id(request)
+    started = time.perf_counter()
+    principal: Principal | None = None
+    try:
+        principal = _authenticate(state, request)
+        graphql_request = await _read(state, request)
+    except SidecarError as exc:
+        outcome = Outcome(exc.status, exc.body(), detail=exc.code)
+        state.metrics.refusals.labels(exc.code).inc()
+        _record(state, request_id, principal, outcome, started)
+        return _json(exc.status, outcome.body, request_id, exc.headers)
+
+    outcomes = await asyncio.gather(
+        *(_run_operation(state, principal, op, request) for op in graphql_request.operations)
+    )
+    recorded = [_record(state, request_id, principal, o, started) for o in outcomes]
+    if not all(recorded):
+        # Nothing leaves without its audit record.
+        body = error_body("the audit log cannot keep up; try again", "AUDIT_UNAVAILABLE")
+        return _json(503, body, request_id, {"Retry-After": "1"})
+    if graphql_request.batch:
+        return _json(200, [o.body for o in outcomes], request_id)
+    return _json(outcomes[0].status, outcomes[0].body, request_id)
+
+
+async def _run_operation(
+    state: SidecarState,
+    principal: Principal,
+    op: OperationRequest,
+    request: web.Request,
+) -> Outcome:
+    runtime = state.runtime
+    outcome = Outcome(503, {}, document_hash=hashlib.sha256(op.query.encode()).hexdigest())
+    if runtime is None:
+        return _refuse(state, outcome, 503, "the upstream schema is not loaded yet", "NOT_READY")
+    outcome.catalog_version = runtime.catalog.version
+    try:
+        plan = _plan(state, runtime, principal, op, request.method, outcome)
+    except SidecarError as exc:
+        return _refuse(state, outcome, exc.status, exc.message, exc.code)
+    except PlanError as exc:
+        state.metrics.refusals.labels("GRAPHQL_VALIDATION_FAILED").inc()
+        outcome.status, outcome.detail = 400, "GRAPHQL_VALIDATION_FAILED"
+        outcome.body = {"errors": _plan_errors(exc)}
+        return outcome
+    except Exception:
+        # A policy or planning failure: nothing is forwarded, nothing is served.
+        state.log.exception("planning failed", extra={"operation": op.operation_name})
+        return _refuse(
+            state, outcome, 500, "the privacy policy could not be evaluated", "POLICY_ERROR"
+        )
+
+    outcome.policy_version = plan.policy_version
+    outcome.preview = state.config.in_preview(plan.operation_name)
+    if plan.denied and not outcome.preview:
+        outcome.report.denied = True
+        outcome.status, outcome.body, outcome.detail = 403, denied_response(plan.denied), "DENIED"
+        return outcome
+
+    declared = {
+        d.variable.name.value for d in _operation_node(runtime, op).variable_definitions or ()
+    }
+    variables = {k: v for k, v in op.variables.items() if k in declared}
+    headers = {
+        name: request.headers[name]
+        for name in state.config.upstream.forward_headers
+        if name in request.headers
+    }
+    try:
+        upstream = await state.upstream.execute(
+            plan.upstream_document, variables, plan.operation_name, headers
+        )
+    except SidecarError as exc:
+        state.metrics.upstream_errors.labels(exc.code).inc()
+        return _refuse(state, outcome, exc.status, exc.message, exc.code)
+
+    if state.config.policy.hide_unlocated_upstream_errors:
+        _hide_unlocated_errors(upstream)
+    try:
+        if outcome.preview:
+            outcome.report = runtime.redactor.preview(plan, upstream)
+            passthrough = runtime.redactor.passthrough_plan(op.query, op.operation_name, principal)
+            outcome.body = runtime.redactor.apply(passthrough, upstream).response
+        else:
+            redacted = runtime.redactor.apply(plan, upstream)
+            outcome.report, outcome.body = redacted.report, redacted.response
+    except Exception:
+        state.log.exception("rewriting the response failed", extra={"operation": op.operation_name})
+        return _refuse(
+            state, outcome, 500, "the response could not be rewritten", "REDACTION_ERROR"
+        )
+    state.metrics.count_report(outcome.report, preview=outcome.preview)
+    outcome.status = 200
+    return outcome
+
+
+def _plan(
+    state: SidecarState,
+    runtime: Runtime,
+    principal: Principal,
+    op: OperationRequest,
+    method: str,
+    outcome: Outcome,
+) -> Any:
+    redactor = runtime.redactor
+    document = redactor.document(op.query)
+    operation = _operation_node(runtime, op)
+    outcome.operation_name = op.operation_name or (operation.name.value if operation.name else None)
+    outcome.operation_type = operation.operation.value
+    if operation.operation.value != "query" and method == "GET":
+        raise ClientError(405, "only queries may be sent with GET", "METHOD_NOT_ALLOWED")
+    if operation.operation.value == "subscription":
+        raise ClientError(400, "subscriptions are not supported", "UNSUPPORTED_OPERATION")
+    limits = state.config.limits
+    check_document(
+        measure(document, operation),
+        max_depth=limits.max_depth,
+        max_aliases=limits.max_aliases,
+        introspection_allowed=bool(
+            set(state.config.policy.introspection_roles) & set(principal.roles)
+        ),
+    )
+    return redactor.plan(op.query, op.operation_name, principal, op.variables)
+
+
+def _operation_node(runtime: Runtime, op: OperationRequest) -> OperationDefinitionNode:
+    document = runtime.redactor.document(op.query)
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if op.operation_name is None:
+        if len(operations) != 1:
+            raise PlanError("operationName is required for a document with several operations")
+        return operations[0]
+    for candidate in operations:
+        if candidate.name is not None and candidate.name.value == op.operation_name:
+            return candidate
+    raise PlanError(f"the document has no operation named {op.operation_name!r}")
+
+
+def _authenticate(state: SidecarState, request: web.Request) -> Principal:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ClientError(
+            401,
+            "a bearer token is required",
+            "UNAUTHENTICATED",
+            headers={"WWW-Authenticate": 'Bearer realm="intelgraph"'},
+        )
+    try:
+        return state.verifier.verify(token.strip()).principal()
+    except TokenError as exc:
+        raise ClientError(
+            401,
+            f"invalid token: {exc}",
+            "UNAUTHENTICATED",
+            headers={"WWW-Authenticate": 'Bearer realm="intelgraph", error="invalid_token"'},
+        ) from None
+    except (PrivacyError, ValueError):
+        # Claims that verify but do not make a principal: refused all the same.
+        raise ClientError(401, "invalid token: unusable claims", "UNAUTHENTICATED") from None
+
+
+async def _read(state: SidecarState, request: web.Request) -> GraphQLRequest:
+    limits = state.config.limits
+    if request.method == "GET":
+        return read_get(request.query)
+    if request.content_length is not None and request.content_length > limits.max_body_bytes:
+        raise _too_large(limits.max_body_bytes)
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > limits.max_body_bytes:
+            raise _too_large(limits.max_body_bytes)
+    return read_post(request.content_type, bytes(body), max_batch=limits.max_batch)
+
+
+def _too_large(limit: int) -> ClientError:
+    return ClientError(400, f"the request body is larger than {limit} bytes", "BODY_TOO_LARGE")
+
+
+def _refuse(state: SidecarState, outcome: Outcome, status: int, message: str, code: str) -> Outcome:
+    if status < 500 or code == "NOT_READY":
+        state.metrics.refusals.labels(code).inc()
+    outcome.status, outcome.body, outcome.detail = status, error_body(message, code), code
+    return outcome
+
+
+def _plan_errors(exc: PlanError) -> list[dict[str, Any]]:
+    errors = [dict(e) for e in exc.errors if isinstance(e, dict)] or [{"message": str(exc)}]
+    for error in errors:
+        error["extensions"] = {"code": "GRAPHQL_VALIDATION_FAILED"}
+    return errors
+
+
+def _hide_unlocated_errors(upstream: Any) -> None:
+    # An upstream error without a path may quote any value (a protected one too).
+    if not isinstance(upstream, dict) or not isinstance(upstream.get("errors"), list):
+        return
+    for i, error in enumerate(upstream["errors"]):
+        if not isinstance(error, dict) or "path" not in error:
+            upstream["errors"][i] = {"message": _UPSTREAM_ERROR_MESSAGE}
+
+
+def _record(
+    state: SidecarState,
+    request_id: str,
+    principal: Principal | None,
+    outcome: Outcome,
+    started: float,
+) -> bool:
+    """Metrics, log line and audit record of one operation; False when the audit is full."""
+    seconds = time.perf_counter() - started
+    state.metrics.observe(outcome.operation_name, outcome.status, seconds)
+    record = AuditRecord(
+        ts=datetime.now(UTC),
+        request_id=request_id,
+        sub=principal.sub if principal else None,
+        tenant=principal.tenant if principal else None,
+        purpose=principal.purpose if principal else None,
+        operation_name=outcome.operation_name,
+        operation_type=outcome.operation_type,
+        document_hash=outcome.document_hash,
+        redacted=outcome.report.by_coordinate(),
+        policy_version=outcome.policy_version,
+        catalog_version=outcome.catalog_version,
+        status=outcome.status,
+        mode="preview" if outcome.preview else "enforce",
+        detail=outcome.detail,
+    )
+    audited = True
+    if state.audit is not None:
+        try:
+            state.audit.submit(record)
+        except AuditBackpressure:
+            audited = False
+    state.log.info(
+        "request",
+        extra={
+            "request_id": request_id,
+            "sub": record.sub,
+            "operation": outcome.operation_name,
+            "status": outcome.status,
+            "mode": record.mode,
+            "redacted": outcome.report.total(),
+            "ms": round(seconds * 1e3, 3),
+            "audited": audited,
+        },
+    )
+    return audited
+
+
+def _request_id(request: web.Request) -> str:
+    supplied = request.headers.get(_REQUEST_ID_HEADER, "")
+    if 0 < len(supplied) <= 64 and supplied.replace("-", "").isalnum():
+        return supplied
+    return uuid.uuid4().hex
+
+
+def _json(
+    status: int,
+    body: Any,
+    request_id: str,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    return web.Response(
+        body=dumps(body),
+        status=status,
+        content_type="application/json",
+        headers={_REQUEST_ID_HEADER: request_id, **(headers or {})},
+    )

@@ -1,0 +1,263 @@
+"""What one sidecar holds while it runs: schema, catalog, redactor, policy, keys, store, clients.
+
+The schema-dependent parts (schema, catalog, redactor) form one `Runtime`, swapped atomically when
+the upstream schema changes; requests read `state.runtime` once and use that snapshot throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from graphql import GraphQLSchema, print_schema
+
+from intelgraph_privacy.audit import AuditLog, AuditWriter
+from intelgraph_privacy.catalog import Catalog, load_catalog
+from intelgraph_privacy.config import SidecarConfig
+from intelgraph_privacy.errors import ConfigError, PrivacyError
+from intelgraph_privacy.policy import PolicyEngine
+from intelgraph_privacy.redact import Redactor
+from intelgraph_privacy.schema import load_schema, schema_from_introspection
+from intelgraph_privacy.store import Store, open_store
+from intelgraph_privacy.tokens import KeySet, TokenVerifier, demo_jwks, load_jwks
+from sidecar.errors import UpstreamError
+from sidecar.logs import get_logger
+from sidecar.metrics import SidecarMetrics
+from sidecar.upstream import UpstreamClient
+
+#: DEMO ONLY, like the demo signing key: the pseudonym key `intelgraph-privacy demo` uses.
+DEMO_PSEUDONYM_KEY = b"intelgraph-demo-pseudonym-key-not-secret"
+#: A cached upstream probe is trusted this long by /readyz.
+READY_PROBE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Everything bound to one version of the upstream schema."""
+
+    schema: GraphQLSchema
+    schema_hash: str
+    catalog: Catalog
+    redactor: Redactor
+
+
+class SidecarState:
+    """The sidecar's long-lived objects and the background tasks that refresh them."""
+
+    def __init__(self, config: SidecarConfig) -> None:
+        self.config = config
+        self.log = get_logger()
+        self.metrics = SidecarMetrics()
+        self.policy = PolicyEngine(config.policy.policies)
+        self.pseudonym_key = _pseudonym_key(config)
+        self.verifier = self._verifier()
+        self.upstream = UpstreamClient(config.upstream)
+        self.store: Store | None = None
+        self.audit: AuditWriter | None = None
+        self.runtime: Runtime | None = None
+        self.schema_error: str | None = None
+        self._upstream_ok_at = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.metrics.add_cache_counters(self._cache_counters)
+        self.metrics.audit_queue.set_function(
+            lambda: float(self.audit.queue_depth) if self.audit is not None else 0.0
+        )
+
+    # -- start and stop -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store and the upstream pool, load the schema, start the refresh loops."""
+        self.store = await asyncio.to_thread(
+            open_store, self.config.store.url, data_dir=self.config.store.data_dir
+        )
+        self.audit = AuditWriter(
+            AuditLog(self.store),
+            batch_size=self.config.audit.batch_size,
+            flush_interval=self.config.audit.flush_interval_seconds,
+            max_queue=self.config.audit.max_queue,
+            on_error=self._audit_failed,
+        )
+        self.audit.start()
+        await self.upstream.start()
+        try:
+            await self.refresh_schema()
+        except (UpstreamError, PrivacyError) as exc:
+            # Not ready until the schema loads; the loop below keeps trying.
+            self.log.error("schema not loaded at start-up", extra={"error": str(exc)})
+        self._spawn(self._policy_loop, self.config.policy.reload_seconds)
+        schema_period = self.config.upstream.schema_refresh_seconds
+        if self.config.upstream.schema_sdl is None:
+            self._spawn(self._schema_loop, schema_period or 5.0)
+        jwks = self.config.auth.jwks
+        if jwks and "://" in jwks and self.config.auth.jwks_refresh_seconds > 0:
+            self._spawn(self._jwks_loop, self.config.auth.jwks_refresh_seconds)
+
+    async def stop(self) -> None:
+        """Stop the loops, flush the audit log, close the pool and the store."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.upstream.close()
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
+        if self.store is not None:
+            self.store.close()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    async def refresh_schema(self) -> bool:
+        """Load the upstream schema (SDL or introspection); True when a new runtime was built."""
+        sdl_path = self.config.upstream.schema_sdl
+        if sdl_path is not None:
+            schema = load_schema(sdl_path)
+        else:
+            schema = schema_from_introspection(
+                await self.upstream.introspect(), source=self.config.upstream.url
+            )
+        schema_hash = hashlib.sha256(print_schema(schema).encode()).hexdigest()
+        if self.runtime is not None and self.runtime.schema_hash == schema_hash:
+            return False
+        try:
+            runtime = self._build_runtime(schema, schema_hash)
+        except PrivacyError as exc:
+            self.schema_error = str(exc)
+            self.metrics.schema_refreshes.labels("failed").inc()
+            raise
+        self.runtime = runtime
+        self.schema_error = None
+        self.metrics.schema_refreshes.labels("ok").inc()
+        self.log.info("schema loaded", extra={"schema_hash": schema_hash[:16]})
+        return True
+
+    def _build_runtime(self, schema: GraphQLSchema, schema_hash: str) -> Runtime:
+        catalog = load_catalog(self.config.policy.catalog, schema)
+        redactor = Redactor(
+            schema,
+            catalog,
+            self.policy,
+            pseudonym_key=self.pseudonym_key,
+            introspection_roles=frozenset(self.config.policy.introspection_roles),
+            max_tokens=self.config.limits.max_tokens,
+        )
+        return Runtime(schema, schema_hash, catalog, redactor)
+
+    # -- readiness ------------------------------------------------------------------------
+
+    async def readiness(self) -> dict[str, bool]:
+        """Each readiness condition: schema loaded, upstream answering, audit log writable.
+
+        The policy needs no check: the sidecar does not start without a bundle that compiled and
+        passed its tests, and a refused reload leaves that bundle serving.
+        """
+        now = time.monotonic()
+        if now - self._upstream_ok_at > READY_PROBE_SECONDS and await self.upstream.ping():
+            self._upstream_ok_at = now
+        return {
+            "schema": self.runtime is not None,
+            "upstream": time.monotonic() - self._upstream_ok_at <= READY_PROBE_SECONDS,
+            "audit": self.audit is not None and self.audit.healthy,
+        }
+
+    # -- background loops -----------------------------------------------------------------
+
+    def _spawn(self, loop: Callable[[float], Coroutine[Any, Any, None]], period: float) -> None:
+        if period > 0:
+            self._tasks.append(asyncio.create_task(loop(period)))
+
+    async def _policy_loop(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            result = await asyncio.to_thread(self.policy.reload_if_changed)
+            if result is None:
+                continue
+            self.metrics.policy_reloads.labels("ok" if result.ok else "failed").inc()
+            if result.ok:
+                self.log.info("policy reloaded", extra={"policy_version": result.version})
+            else:
+                self.log.error(
+                    "policy reload refused; the previous bundle keeps serving",
+                    extra={"policy_version": result.version, "error": result.error},
+                )
+
+    async def _schema_loop(self, period: float) -> None:
+        refresh = self.config.upstream.schema_refresh_seconds
+        while True:
+            # Until a schema is loaded, retry quickly; then at the configured interval.
+            await asyncio.sleep(period if self.runtime is None else refresh or period)
+            if self.runtime is not None and refresh == 0:
+                return
+            try:
+                await self.refresh_schema()
+            except (UpstreamError, PrivacyError) as exc:
+                self.log.error("schema refresh failed", extra={"error": str(exc)})
+
+    async def _jwks_loop(self, period: float) -> None:
+        source = self.config.auth.jwks or ""
+        while True:
+            await asyncio.sleep(period)
+            try:
+                keys = await asyncio.to_thread(load_jwks, source)
+            except PrivacyError as exc:
+                self.log.error(
+                    "JWKS refresh failed; the previous keys stay", extra={"error": str(exc)}
+                )
+                continue
+            self.verifier.keys = keys
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _verifier(self) -> TokenVerifier:
+        auth = self.config.auth
+        if self.config.demo:
+            from intelgraph_privacy.tokens import DEMO_AUDIENCE, DEMO_ISSUER
+
+            return TokenVerifier(
+                KeySet.from_json(demo_jwks()),
+                issuer=auth.issuer or DEMO_ISSUER,
+                audience=auth.audience or DEMO_AUDIENCE,
+                algorithms=auth.algorithms,
+                leeway=auth.leeway_seconds,
+                allow_demo_key=True,
+            )
+        assert auth.jwks and auth.issuer and auth.audience  # checked by the config model
+        return TokenVerifier(
+            load_jwks(auth.jwks),
+            issuer=auth.issuer,
+            audience=auth.audience,
+            algorithms=auth.algorithms,
+            leeway=auth.leeway_seconds,
+        )
+
+    def _cache_counters(self) -> dict[str, tuple[int, int]]:
+        counters = {"decision": (self.policy.stats.hits, self.policy.stats.misses)}
+        if self.runtime is not None:
+            r = self.runtime.redactor
+            counters["plan"] = (r.plan_hits, r.plan_misses)
+        return counters
+
+    def _audit_failed(self, exc: BaseException) -> None:
+        self.metrics.audit_failures.inc()
+        self.log.error("audit write failed; retrying", extra={"error": str(exc)})
+
+
+def _pseudonym_key(config: SidecarConfig) -> bytes:
+    path: Path | None = config.policy.pseudonym_key_file
+    if path is None:
+        if config.demo:
+            return DEMO_PSEUDONYM_KEY
+        raise ConfigError("policy.pseudonym_key_file is required")
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the pseudonym key: {exc.strerror}") from exc
+    if len(key) < 16:
+        raise ConfigError(f"{path}: the pseudonym key must be at least 16 bytes")
+    if key == DEMO_PSEUDONYM_KEY and not config.demo:
+        raise ConfigError(f"{path}: this is the public demo pseudonym key; generate your own")
+    return key
