@@ -160,7 +160,7 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> SidecarConfig:
-    """Read the YAML file (if any), apply `INTELGRAPH_*` variables, then `overrides`, and validate."""
+    """Read the YAML file (if any), apply `INTELGRAPH_*` variables, then `overrides`; validate."""
     raw: dict[str, Any] = {}
     if path is not None:
         raw = _read_yaml(Path(path))

@@ -66,10 +66,7 @@ def _demo(args: argparse.Namespace) -> int:
         catalog=args.catalog,
         policies=args.policies,
     )
-    try:
-        asyncio.run(run_demo(options, out=sys.stdout))
-    except KeyboardInterrupt:
-        print("\ndemo stopped")
+    asyncio.run(run_demo(options, out=sys.stdout))
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -106,7 +107,12 @@ async def run_demo(options: DemoOptions, *, out: TextIO) -> None:
         await web.TCPSite(sidecar, options.host, options.port).start()
         runners.append(sidecar)
         print(instructions(options), file=out, flush=True)
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("\nStopping the demo ...", file=out, flush=True)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()

@@ -6,12 +6,10 @@ import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
 
-from intelgraph_privacy.codec import dumps
 from tests.servers import AppThread
 from tests.sidecar_env import ROOT, Sidecar, SigningKeys, start_sidecar
 
@@ -20,13 +18,16 @@ QUERY = "{ people(first: 1) { name ssn } }"
 SECRET = "123-45-6789"
 
 
+MODE = web.AppKey("mode", dict)
+
+
 def misbehaving_upstream() -> web.Application:
     """An upstream whose behaviour is chosen per request by the `mode` it was last set to."""
     app = web.Application()
-    app["mode"] = "ok"
+    app[MODE] = {"mode": "ok"}
 
     async def graphql(request: web.Request) -> web.Response:
-        mode = request.app["mode"]
+        mode = request.app[MODE]["mode"]
         person = {"name": "Ann", "ssn": SECRET}
         if mode == "ok":
             return web.json_response({"data": {"people": [person]}})
@@ -86,7 +87,7 @@ def guarded(
 
 def set_mode(server: AppThread, mode: str) -> None:
     assert server.app is not None
-    server.app["mode"] = mode
+    server.app[MODE]["mode"] = mode
 
 
 @pytest.mark.parametrize(
@@ -185,7 +186,3 @@ def test_not_ready_until_the_schema_loads(test_keys: SigningKeys, tmp_path: Path
         assert ready.status == 503 and ready.json["checks"]["schema"] is False
     finally:
         running.server.stop()
-
-
-def _unused(*_: Any) -> bytes:
-    return dumps({})

@@ -41,6 +41,7 @@ from intelgraph_privacy.store.migrations import check_registry
 from intelgraph_privacy.store.schema import schema_migrations
 from intelgraph_privacy.store.urls import normalise
 from tests.db_fixtures import *  # noqa: F403 - until tests/conftest.py imports them
+from tests.db_fixtures import PG_BASE_URL
 
 LATEST = MIGRATIONS[-1].version
 
@@ -109,7 +110,7 @@ def test_unreachable_postgres_is_a_config_error_with_password_masked() -> None:
 
 @pytest.mark.postgres
 def test_missing_postgres_database_is_a_config_error(pg_server: Engine) -> None:
-    url = make_url(str(pg_server.url)).set(database=f"igp_missing_{secrets.token_hex(4)}")
+    url = make_url(PG_BASE_URL).set(database=f"igp_missing_{secrets.token_hex(4)}")
     with pytest.raises(ConfigError, match="does not exist"):
         open_store(url.render_as_string(hide_password=False))
 
