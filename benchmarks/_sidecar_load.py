@@ -8,6 +8,9 @@ It reads one JSON command per line on stdin and answers one JSON line on stdout:
      "rate": 200, "duration": 4.0, "warmup": 0.3}
     {"op": "quit"}
 
+An optional `"cpu_pids": {name: pid}` reports the CPU seconds each of those processes (all its
+threads, from /proc) and this one spent during the measured section (not the warm-up).
+
 - closed: `concurrency` workers send back to back for `duration` seconds (throughput);
 - open: sends on a fixed clock, `rate` per second, whatever the answers do, and measures each
   latency from the request's scheduled time, so queueing behind a slow answer is counted
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -56,6 +60,23 @@ class Run:
     seconds: float = 0.0
     sent: int = 0
     max_send_lag_ms: float = 0.0
+
+
+def cpu_seconds(stat_path: str) -> float:
+    """User + system CPU time from a /proc stat file (a process: all its threads)."""
+    # The command name may hold spaces or parentheses: split after its closing parenthesis.
+    fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each named process and of its main thread (`name:main`); this one: `load`."""
+    snapshot: dict[str, float] = {}
+    for name, pid in pids.items():
+        snapshot[name] = cpu_seconds(f"/proc/{pid}/stat")
+        snapshot[f"{name}:main"] = cpu_seconds(f"/proc/{pid}/task/{pid}/stat")
+    snapshot["load"] = time.process_time()
+    return snapshot
 
 
 async def send(session: aiohttp.ClientSession, target: Target) -> bool:
@@ -147,10 +168,13 @@ async def execute(session: aiohttp.ClientSession, command: dict[str, Any]) -> di
 
     # Warm up with the same pattern (connections, caches, the sidecar's plan) and discard it.
     await measure(float(command.get("warmup", 0.0)))
+    pids = {name: int(pid) for name, pid in command.get("cpu_pids", {}).items()}
     gc.collect()
     gc.disable()  # no collector pauses inside the timed section of this process
     try:
+        before = cpu_snapshot(pids)
         run = await measure(float(command["duration"]))
+        after = cpu_snapshot(pids)
     finally:
         gc.enable()
     return {
@@ -160,6 +184,7 @@ async def execute(session: aiohttp.ClientSession, command: dict[str, Any]) -> di
         "seconds": run.seconds,
         "max_send_lag_ms": run.max_send_lag_ms,
         "latencies_ms": run.latencies_ms,
+        "cpu_seconds": {name: after[name] - before[name] for name in after},
     }
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from intelgraph_privacy.codec import dumps
 from intelgraph_privacy.config import SidecarConfig, load_config
+from intelgraph_privacy.errors import ConfigError
 from intelgraph_privacy.tokens import (
     DEMO_AUDIENCE,
     DEMO_ISSUER,
@@ -99,13 +100,11 @@ async def run_demo(options: DemoOptions, *, out: TextIO) -> None:
     runners = []
     try:
         graph = web.AppRunner(create_sample_graph(database), access_log=None)
-        await graph.setup()
-        await web.TCPSite(graph, options.host, options.upstream_port).start()
         runners.append(graph)
+        await _serve(graph, options.host, options.upstream_port, "--upstream-port")
         sidecar = web.AppRunner(create_app(config), access_log=None)
-        await sidecar.setup()
-        await web.TCPSite(sidecar, options.host, options.port).start()
         runners.append(sidecar)
+        await _serve(sidecar, options.host, options.port, "--port")
         print(instructions(options), file=out, flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -116,6 +115,16 @@ async def run_demo(options: DemoOptions, *, out: TextIO) -> None:
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+
+
+async def _serve(runner: web.AppRunner, host: str, port: int, option: str) -> None:
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); choose another port with {option}"
+        ) from None
 
 
 def instructions(options: DemoOptions) -> str:
@@ -140,12 +149,13 @@ def instructions(options: DemoOptions) -> str:
             "",
             f"# {label} (roles {', '.join(roles)}; purpose {purpose})",
             f"curl -s {sidecar}/graphql -H 'Authorization: Bearer {token}' \\",
-            f"  -H 'Content-Type: application/json' -d {body}",
+            f"  -H 'Content-Type: application/json' -d {body} | python3 -m json.tool",
         ]
     lines += [
         "",
         "# no token: refused with 401, nothing reaches the graph API",
-        f"curl -s {sidecar}/graphql -H 'Content-Type: application/json' -d {body}",
+        f"curl -s {sidecar}/graphql -H 'Content-Type: application/json' -d {body} "
+        "| python3 -m json.tool",
         "",
         "More: a token of your own, e.g.",
         "  .venv/bin/intelgraph-privacy token issue --demo --sub me --roles analyst "

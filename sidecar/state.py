@@ -19,6 +19,7 @@ from graphql import GraphQLSchema, print_schema
 from intelgraph_privacy.audit import AuditLog, AuditWriter
 from intelgraph_privacy.catalog import Catalog, load_catalog
 from intelgraph_privacy.config import SidecarConfig
+from intelgraph_privacy.demo import DEMO_PSEUDONYM_KEY
 from intelgraph_privacy.errors import ConfigError, PrivacyError
 from intelgraph_privacy.policy import PolicyEngine
 from intelgraph_privacy.redact import Redactor
@@ -30,8 +31,6 @@ from sidecar.logs import get_logger
 from sidecar.metrics import SidecarMetrics
 from sidecar.upstream import UpstreamClient
 
-#: DEMO ONLY, like the demo signing key: the pseudonym key `intelgraph-privacy demo` uses.
-DEMO_PSEUDONYM_KEY = b"intelgraph-demo-pseudonym-key-not-secret"
 #: A cached upstream probe is trusted this long by /readyz.
 READY_PROBE_SECONDS = 5.0
 

@@ -50,7 +50,31 @@ def principal(*roles: str, purpose: str = "investigation") -> Principal:
     return Principal(sub="u1", tenant="t1", roles=roles, purpose=purpose)
 
 
-# End-to-end fixtures (sample graph, keys, sidecars) for every test module.
+# Store fixtures (SQLite files, PostgreSQL schemas) and end-to-end fixtures (sample graph, keys,
+# sidecars), for every test module.
+from tests.db_fixtures import (  # noqa: E402
+    fresh_pg_url,
+    pg_server,
+    pg_store,
+    pg_url,
+    sqlite_store,
+    sqlite_url,
+    store,
+    store_url,
+)
 from tests.sidecar_env import sample_db, sidecar, test_keys, upstream  # noqa: E402
 
-__all__ = ["sample_db", "sidecar", "test_keys", "upstream"]
+__all__ = [
+    "fresh_pg_url",
+    "pg_server",
+    "pg_store",
+    "pg_url",
+    "sample_db",
+    "sidecar",
+    "sqlite_store",
+    "sqlite_url",
+    "store",
+    "store_url",
+    "test_keys",
+    "upstream",
+]

@@ -140,10 +140,10 @@ def curl_commands(output: str) -> dict[str, str]:
         if line.startswith("# "):
             label = line[2:].split(" (")[0]
         elif line.startswith("curl ") and label is not None:
-            command = line
+            command, following = line, i + 1
             while command.endswith("\\"):
-                command = command[:-1] + lines[i + 1]
-                i += 1
+                command = command[:-1] + lines[following]
+                following += 1
             commands[label] = command
             label = None
     return commands

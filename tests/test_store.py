@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    create_engine,
     func,
     insert,
     inspect,
@@ -131,9 +132,9 @@ def test_open_store_needs_url_or_data_dir(tmp_path: Path) -> None:
         open_store(data_dir=blocker / "sub")
 
 
-def test_store_url_and_repr_mask_the_password(pg_store: Store) -> None:
-    secret_url = make_url(str(pg_store.engine.url)).set(password="pw-hidden")
-    store = Store(secret_url, "postgresql", pg_store.engine)
+def test_store_url_and_repr_mask_the_password() -> None:
+    secret_url, dialect = normalise("postgres://igp:pw-hidden@db.example/app")
+    store = Store(secret_url, dialect, create_engine(secret_url))  # never connects
     assert "pw-hidden" not in store.url
     assert "pw-hidden" not in repr(store)
     assert "pw-hidden" not in str(store)
@@ -153,6 +154,7 @@ def test_data_dir_store_is_a_wal_sqlite_file_with_foreign_keys(tmp_path: Path) -
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert store.schema_version() == LATEST
 
 
