@@ -111,17 +111,24 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def open_store_from_args(args: argparse.Namespace) -> Store:
-    """Open the store that `--data-dir`, `--config` or `--store` names (default: .demo-data)."""
-    from intelgraph_privacy.store import open_store
+    """Open the existing store that `--data-dir`, `--config` or `--store` names (no migration).
 
-    if args.store:
-        return open_store(args.store)
+    The default is the demo's `.demo-data`. A SQLite file that does not exist is an error, not a
+    new empty store: reading commands never create anything.
+    """
+    from intelgraph_privacy.store import open_store
+    from intelgraph_privacy.store.urls import SQLITE_FILE_NAME
+
+    url: str | None = args.store
+    data_dir: Path = args.data_dir or Path(".demo-data")
     if args.config:
         from intelgraph_privacy.config import load_store_config
 
-        store = load_store_config(args.config)
-        return open_store(store.url, data_dir=store.data_dir)
-    return open_store(None, data_dir=args.data_dir or Path(".demo-data"))
+        settings = load_store_config(args.config)
+        url, data_dir = settings.url, settings.data_dir
+    if url is None and not (data_dir / SQLITE_FILE_NAME).is_file():
+        raise ConfigError(f"no store in {data_dir} (expected {data_dir / SQLITE_FILE_NAME})")
+    return open_store(url, data_dir=data_dir, migrate=False)
 
 
 def _policy_test(args: argparse.Namespace) -> int:

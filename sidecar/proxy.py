@@ -64,6 +64,12 @@ async def handle_graphql(request: web.Request) -> web.StreamResponse:
         _record(state, request_id, principal, outcome, started)
         return _json(exc.status, outcome.body, request_id, exc.headers)
 
+    waiting = state.audit.queue_depth if state.audit is not None else 0
+    if waiting + len(graphql_request.operations) > state.config.audit.max_queue:
+        # Refuse before anything reaches the upstream: a mutation must not run unaudited.
+        state.metrics.refusals.labels("AUDIT_UNAVAILABLE").inc()
+        body = error_body("the audit log cannot keep up; try again", "AUDIT_UNAVAILABLE")
+        return _json(503, body, request_id, {"Retry-After": "1"})
     outcomes = await asyncio.gather(
         *(_run_operation(state, principal, op, request) for op in graphql_request.operations)
     )
@@ -106,10 +112,12 @@ async def _run_operation(
 
     outcome.policy_version = plan.policy_version
     outcome.preview = state.config.in_preview(plan.operation_name)
-    if plan.denied and not outcome.preview:
+    if plan.denied:
         outcome.report.denied = True
-        outcome.status, outcome.body, outcome.detail = 403, denied_response(plan.denied), "DENIED"
-        return outcome
+        outcome.detail = "DENIED"  # in preview: what enforcement would have done
+        if not outcome.preview:
+            outcome.status, outcome.body = 403, denied_response(plan.denied)
+            return outcome
 
     declared = {
         d.variable.name.value for d in _operation_node(runtime, op).variable_definitions or ()
@@ -211,7 +219,12 @@ def _authenticate(state: SidecarState, request: web.Request) -> Principal:
         ) from None
     except (PrivacyError, ValueError):
         # Claims that verify but do not make a principal: refused all the same.
-        raise ClientError(401, "invalid token: unusable claims", "UNAUTHENTICATED") from None
+        raise ClientError(
+            401,
+            "invalid token: unusable claims",
+            "UNAUTHENTICATED",
+            headers={"WWW-Authenticate": 'Bearer realm="intelgraph", error="invalid_token"'},
+        ) from None
 
 
 async def _read(state: SidecarState, request: web.Request) -> GraphQLRequest:

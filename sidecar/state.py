@@ -31,6 +31,8 @@ from sidecar.logs import get_logger
 from sidecar.metrics import SidecarMetrics
 from sidecar.upstream import UpstreamClient
 
+#: Until the upstream schema has loaded, introspection is retried this often.
+SCHEMA_RETRY_SECONDS = 2.0
 #: A cached upstream probe is trusted this long by /readyz.
 READY_PROBE_SECONDS = 5.0
 
@@ -89,9 +91,8 @@ class SidecarState:
             # Not ready until the schema loads; the loop below keeps trying.
             self.log.error("schema not loaded at start-up", extra={"error": str(exc)})
         self._spawn(self._policy_loop, self.config.policy.reload_seconds)
-        schema_period = self.config.upstream.schema_refresh_seconds
         if self.config.upstream.schema_sdl is None:
-            self._spawn(self._schema_loop, schema_period or 5.0)
+            self._spawn(self._schema_loop, SCHEMA_RETRY_SECONDS)
         jwks = self.config.auth.jwks
         if jwks and "://" in jwks and self.config.auth.jwks_refresh_seconds > 0:
             self._spawn(self._jwks_loop, self.config.auth.jwks_refresh_seconds)
@@ -172,7 +173,8 @@ class SidecarState:
     async def _policy_loop(self, period: float) -> None:
         while True:
             await asyncio.sleep(period)
-            result = await asyncio.to_thread(self.policy.reload_if_changed)
+            # On the loop thread, not a worker: regorus engines must live and die on one thread.
+            result = self.policy.reload_if_changed()
             if result is None:
                 continue
             self.metrics.policy_reloads.labels("ok" if result.ok else "failed").inc()
@@ -184,13 +186,13 @@ class SidecarState:
                     extra={"policy_version": result.version, "error": result.error},
                 )
 
-    async def _schema_loop(self, period: float) -> None:
+    async def _schema_loop(self, retry: float) -> None:
         refresh = self.config.upstream.schema_refresh_seconds
         while True:
-            # Until a schema is loaded, retry quickly; then at the configured interval.
-            await asyncio.sleep(period if self.runtime is None else refresh or period)
+            # Until a schema is loaded, retry quickly; then at the configured interval (0: never).
             if self.runtime is not None and refresh == 0:
                 return
+            await asyncio.sleep(retry if self.runtime is None else refresh)
             try:
                 await self.refresh_schema()
             except (UpstreamError, PrivacyError) as exc:
@@ -252,7 +254,8 @@ def _pseudonym_key(config: SidecarConfig) -> bytes:
             return DEMO_PSEUDONYM_KEY
         raise ConfigError("policy.pseudonym_key_file is required")
     try:
-        key = path.read_bytes().strip()
+        # Only a trailing newline is dropped: a binary key may contain any other byte.
+        key = path.read_bytes().rstrip(b"\r\n")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the pseudonym key: {exc.strerror}") from exc
     if len(key) < 16:

@@ -110,7 +110,10 @@ class PolicyEngine:
 
     def reload(self) -> ReloadResult:
         """Compile and test the source again; swap it in only if it passes."""
+        fingerprint = self._source_fingerprint()
         bundle, results, problem = self._build()
+        # Remember what was tried, so that unchanged broken files are not retried every poll.
+        self._fingerprint = fingerprint
         if bundle is None or problem is not None:
             self.stats.reload_failures += 1
             self.last_error = problem
@@ -120,7 +123,6 @@ class PolicyEngine:
             with self._cache_lock:
                 self._cache.clear()
             self.stats.reloads += 1
-        self._fingerprint = self._source_fingerprint()
         self.last_error = None
         return ReloadResult(True, bundle.version, None, tuple(results))
 

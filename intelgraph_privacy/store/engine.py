@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -48,14 +50,33 @@ def _lock_key(name: str) -> int:
     return key - (1 << 32) if key >= (1 << 31) else key
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch the file to WAL: readers never block the writer, the writer never blocks readers."""
+    deadline: float | None = None
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            # Switching a fresh file needs an exclusive lock, and SQLite reports "locked" at once
+            # (no busy wait) when another process is writing it: retry within the busy timeout.
+            if "locked" not in str(exc):
+                raise
+            if deadline is None:
+                busy_ms = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
+                deadline = time.monotonic() + busy_ms / 1000
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # Take BEGIN away from the sqlite3 module (it skips BEGIN before SELECT and DDL), so that the
     # "begin" hook below decides: plain BEGIN for reads, BEGIN IMMEDIATE for writes.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        # WAL: readers never block the writer and the writer never blocks readers.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         # Explicit, whatever the build's default: an acknowledged commit survives a power cut.
         cursor.execute("PRAGMA synchronous=FULL")
