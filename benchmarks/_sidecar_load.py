@@ -9,7 +9,9 @@ It reads one JSON command per line on stdin and answers one JSON line on stdout:
     {"op": "quit"}
 
 An optional `"cpu_pids": {name: pid}` reports the CPU seconds each of those processes (all its
-threads, from /proc) and this one spent during the measured section (not the warm-up).
+threads, from /proc; `name:main`: its main thread) and this one spent during the measured
+section (not the warm-up); `"gc_files": {name: path}` the garbage collections each counted
+(`_sidecar_gcprobe`) in that section.
 
 - closed: `concurrency` workers send back to back for `duration` seconds (throughput);
 - open: sends on a fixed clock, `rate` per second, whatever the answers do, and measures each
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from _sidecar_gcprobe import read as read_gc
 
 from intelgraph_privacy import codec
 
@@ -169,12 +172,15 @@ async def execute(session: aiohttp.ClientSession, command: dict[str, Any]) -> di
     # Warm up with the same pattern (connections, caches, the sidecar's plan) and discard it.
     await measure(float(command.get("warmup", 0.0)))
     pids = {name: int(pid) for name, pid in command.get("cpu_pids", {}).items()}
+    gc_files = {name: Path(path) for name, path in command.get("gc_files", {}).items()}
     gc.collect()
     gc.disable()  # no collector pauses inside the timed section of this process
     try:
         before = cpu_snapshot(pids)
+        gc_before = {name: read_gc(path) for name, path in gc_files.items()}
         run = await measure(float(command["duration"]))
         after = cpu_snapshot(pids)
+        gc_after = {name: read_gc(path) for name, path in gc_files.items()}
     finally:
         gc.enable()
     return {
@@ -185,6 +191,10 @@ async def execute(session: aiohttp.ClientSession, command: dict[str, Any]) -> di
         "max_send_lag_ms": run.max_send_lag_ms,
         "latencies_ms": run.latencies_ms,
         "cpu_seconds": {name: after[name] - before[name] for name in after},
+        "gc": {
+            name: {k: gc_after[name][k] - gc_before[name][k] for k in gc_after[name]}
+            for name in gc_after
+        },
     }
 
 

@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+from _sidecar_gcprobe import exit_with_parent, install
 from aiohttp import web
 
 from intelgraph_privacy import codec
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     proxy.add_argument("--port", type=int, required=True)
     proxy.add_argument("--upstream", required=True)
     args = parser.parse_args(argv)
+    exit_with_parent()
+    gc_file = os.environ.get("SIDECAR_BENCH_GC_FILE")
+    if gc_file:
+        install(Path(gc_file))
     if args.kind == "replay":
         app = replay_app(load_recordings(args.recordings))
     else:

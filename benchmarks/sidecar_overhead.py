@@ -53,12 +53,13 @@ from typing import IO, Any
 
 import orjson
 import yaml
+from _sidecar_steps import StepInput, StepRow, step_costs
 from jwcrypto import jwk
 
 from intelgraph_privacy import PolicyEngine, Principal, Redactor, codec, load_catalog, load_schema
 from intelgraph_privacy.actions import Action
 from intelgraph_privacy.redact.native import native_walker
-from intelgraph_privacy.tokens import issue_token
+from intelgraph_privacy.tokens import TokenVerifier, issue_token, load_jwks
 from samplegraph import MAX_FIRST, SampleGraph, build_executable_schema, generate_database
 from samplegraph import execute_request as execute_sample_request
 
@@ -172,6 +173,8 @@ class Sample:
     sent: int = 0
     #: Process name -> CPU seconds spent during the measured runs.
     cpu: dict[str, float] = field(default_factory=dict)
+    #: Process name -> garbage collection totals during the measured runs.
+    gc: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def add(self, result: dict[str, Any]) -> None:
         lat = result["latencies_ms"]
@@ -181,10 +184,24 @@ class Sample:
         self.sent += result["sent"]
         for name, seconds in result["cpu_seconds"].items():
             self.cpu[name] = self.cpu.get(name, 0.0) + seconds
+        for name, counts in result["gc"].items():
+            totals = self.gc.setdefault(name, {})
+            for key, value in counts.items():
+                totals[key] = totals.get(key, 0.0) + value
 
     def cpu_us(self, name: str) -> float:
         """CPU microseconds one request cost the process `name` (all rounds together)."""
         return self.cpu.get(name, 0.0) / max(1, self.sent) * 1e6
+
+    def gc_us(self, name: str) -> float:
+        """Microseconds of garbage collection per request in the process `name`."""
+        return self.gc.get(name, {}).get("seconds", 0.0) / max(1, self.sent) * 1e6
+
+    def full_collections(self, name: str) -> tuple[int, float]:
+        """Gen-2 collections in `name` during the runs, and their mean duration in ms."""
+        totals = self.gc.get(name, {})
+        count = int(totals.get("full", 0))
+        return count, totals.get("full_seconds", 0.0) / max(1, count) * 1e3
 
     @property
     def throughput(self) -> float:
@@ -277,6 +294,7 @@ class Server:
     process: subprocess.Popen[bytes]
     log_path: Path
     url: str
+    gc_file: Path
 
     def log_tail(self, lines: int = 20) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -309,26 +327,26 @@ class Server:
 
 
 @contextmanager
-def server(name: str, argv: list[str], port: int, work_dir: Path) -> Iterator[Server]:
-    """Start `argv` (a server listening on `port`), stop it on exit."""
+def server(
+    name: str, argv: list[str], port: int, work_dir: Path, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """Start `argv` (a server listening on `port`), counting its garbage collections; stop it."""
     log_path = work_dir / f"{name}.log"
+    gc_file = work_dir / f"{name}.gc"
+    environment = {**child_env(), "SIDECAR_BENCH_GC_FILE": str(gc_file), **(env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env()
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=environment,
         )
-    running = Server(name, process, log_path, f"http://127.0.0.1:{port}")
+    running = Server(name, process, log_path, f"http://127.0.0.1:{port}", gc_file)
     try:
         yield running
     finally:
         running.stop()
-
-
-def sidecar_argv(profile_out: Path | None) -> list[str]:
-    """The sidecar command line: the console script, or the module under cProfile."""
-    if profile_out is not None:
-        return [sys.executable, "-m", "cProfile", "-o", str(profile_out), "-m", "sidecar.cli"]
-    script = Path(sys.executable).with_name("intelgraph-privacy")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "sidecar.cli"]
 
 
 def write_sidecar_config(work_dir: Path, port: int, upstream: str, jwks: Path) -> Path:
@@ -473,7 +491,7 @@ class Results:
 def measure(
     load: LoadGenerator,
     urls: dict[str, str],
-    pids: dict[str, int],
+    servers: dict[str, Server],
     tokens: dict[str, str],
     workloads: list[Workload],
     settings: Settings,
@@ -497,7 +515,8 @@ def measure(
                         "warmup": settings.warmup,
                         "concurrency": settings.concurrency,
                         "rate": settings.rate,
-                        "cpu_pids": pids,
+                        "cpu_pids": {n: srv.process.pid for n, srv in servers.items()},
+                        "gc_files": {n: str(srv.gc_file) for n, srv in servers.items()},
                     }
                     result = load.run(command)
                     if not result["ok"]:
@@ -557,8 +576,9 @@ def size_table(results: Results, work: Workload, settings: Settings) -> str:
         f"({work.people:,} people)",
         "",
         f"| target | response B | req/s | p50 ms | p99 ms | req/s vs b | {rate} p50 ms "
-        f"| {rate} p99 ms | CPU µs/req: hop (main thread) | upstream | load generator |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {rate} p99 ms | CPU µs/req: hop (main thread) | hop GC µs/req (full collections) "
+        "| upstream CPU | load CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = results.get(work.size.label, "b", "closed").throughput
     for spec in TARGETS:
@@ -566,17 +586,19 @@ def size_table(results: Results, work: Workload, settings: Settings) -> str:
         opened = results.get(work.size.label, spec.key, "open")
         served = opened.throughput
         # A target that cannot keep up with the clock: say so next to its latencies.
-        kept_up = "" if served >= 0.95 * settings.rate else f" (saturated: {served:,.0f} rps)"
-        hop = (
-            "-"
-            if spec.server == "upstream"
-            else f"{closed.cpu_us(spec.server):,.0f} ({closed.cpu_us(spec.server + ':main'):,.0f})"
-        )
+        kept_up = "" if served >= 0.9 * settings.rate else f" (fell behind: {served:,.0f} rps)"
+        hop, hop_gc = "-", "-"
+        if spec.server != "upstream":
+            hop = f"{closed.cpu_us(spec.server):,.0f} ({closed.cpu_us(spec.server + ':main'):,.0f})"
+            full, full_ms = closed.full_collections(spec.server)
+            detail = f"{full} full, {full_ms:,.0f} ms each" if full else "no full"
+            hop_gc = f"{closed.gc_us(spec.server):,.0f} ({detail})"
         lines.append(
             f"| {spec.label} | {len(work.expected[spec.key]):,} | {closed.throughput:,.0f} "
             f"| {ms(closed.pct(50))} | {ms(closed.pct(99))} | {closed.throughput / base:.2f} "
             f"| {ms(opened.pct(50))} | {ms(opened.pct(99))}{kept_up} "
-            f"| {hop} | {closed.cpu_us('upstream'):,.0f} | {closed.cpu_us('load'):,.0f} |"
+            f"| {hop} | {hop_gc} | {closed.cpu_us('upstream'):,.0f} "
+            f"| {closed.cpu_us('load'):,.0f} |"
         )
     r = ratios(results, work.size.label)
     lines += [
@@ -641,8 +663,71 @@ def aiohttp_version() -> str:
     return aiohttp.__version__
 
 
+def counted(key: str, step: str) -> bool:
+    """Whether a step is part of target `key`'s request (the others are marked "(c)"/"(d)")."""
+    other = "(d)" if key == "c" else "(c)"
+    return other not in step
+
+
+def steps_table(results: Results, workloads: list[Workload], steps: list[StepRow]) -> str:
+    """The in-process step costs next to the CPU each process spent per request."""
+    labels = [w.size.label for w in workloads]
+    lines = [
+        "| per request, µs | " + " | ".join(labels) + " |",
+        "|---|" + "---:|" * len(labels),
+    ]
+
+    def row(name: str, values: list[float]) -> None:
+        lines.append(f"| {name} | " + " | ".join(f"{v:,.0f}" for v in values) + " |")
+
+    for step in steps:
+        row(step.step, [step.us[label] for label in labels])
+    for key in "cd":
+        row(
+            f"**sum of the steps, ({key})**",
+            [sum(s.us[label] for s in steps if counted(key, s.step)) for label in labels],
+        )
+    for key in "cd":
+        row(
+            f"**measured: sidecar CPU, main thread, ({key})**",
+            [results.get(label, key, "closed").cpu_us("sidecar:main") for label in labels],
+        )
+        row(
+            f"measured: sidecar garbage collection, ({key})",
+            [results.get(label, key, "closed").gc_us("sidecar") for label in labels],
+        )
+    row(
+        "**measured: plain proxy CPU, (b)**",
+        [results.get(label, "b", "closed").cpu_us("proxy") for label in labels],
+    )
+    return "\n".join(lines)
+
+
+def cost_summary(results: Results, steps: list[StepRow]) -> str:
+    """One paragraph on what dominates the sidecar's cost at the target size."""
+    size = TARGET_SIZE
+    proxy = results.get(size, "b", "closed").cpu_us("proxy")
+    sidecar = {k: results.get(size, k, "closed").cpu_us("sidecar") for k in "cd"}
+    gc_us = {k: results.get(size, k, "closed").gc_us("sidecar") for k in "cd"}
+    ranked = sorted(steps, key=lambda s: -s.us[size])[:3]
+    biggest = ", ".join(f"{s.step} {s.us[size]:,.0f} µs" for s in ranked)
+    return (
+        f"At {size} the sidecar process spends {sidecar['c']:,.0f} µs (c) and "
+        f"{sidecar['d']:,.0f} µs (d) of CPU per request, the plain proxy {proxy:,.0f} µs: "
+        "the throughput ratios follow from that, since the load generator, the hop and the "
+        "upstream share two CPUs. The largest steps timed in-process at that size: "
+        f"{biggest}; garbage collection in the sidecar costs {gc_us['c']:,.0f} µs (c) and "
+        f"{gc_us['d']:,.0f} µs (d) per request. The rest is aiohttp's server and client work "
+        "for the two HTTP exchanges and the event loop, which the proxy pays as well."
+    )
+
+
 def render(
-    results: Results, workloads: list[Workload], settings: Settings, policy_version: str
+    results: Results,
+    workloads: list[Workload],
+    settings: Settings,
+    policy_version: str,
+    steps: list[StepRow],
 ) -> str:
     targets, all_met = targets_table(results, settings)
     verdict = "yes" if all_met else "**no** (see the table above)"
@@ -680,6 +765,16 @@ def render(
             targets,
             "",
             f"All targets met: {verdict}.",
+            "",
+            "Where the sidecar's time goes: each step of `sidecar/proxy.py` for one request, "
+            "timed alone in-process (median, collector paused; `benchmarks/_sidecar_steps.py`), "
+            "next to what the processes spent per request in the closed-loop runs above "
+            "(CPU from /proc, garbage collection counted in the sidecar by a `gc.callbacks` "
+            "hook).",
+            "",
+            steps_table(results, workloads, steps),
+            "",
+            cost_summary(results, steps),
         ]
     )
 
@@ -707,10 +802,10 @@ def print_profile(path: Path) -> None:
     if not path.exists():
         print(f"no profile written to {path}", file=sys.stderr)
         return
-    print("\ncProfile of the sidecar process (whole run), top 25 by tottime:")
-    pstats.Stats(str(path)).strip_dirs().sort_stats("tottime").print_stats(25)
-    print("top 25 by cumulative time:")
-    pstats.Stats(str(path)).strip_dirs().sort_stats("cumulative").print_stats(25)
+    print("\ncProfile of the sidecar process (whole run), top 30 by tottime:")
+    pstats.Stats(str(path)).strip_dirs().sort_stats("tottime").print_stats(30)
+    print("top 30 by cumulative time:")
+    pstats.Stats(str(path)).strip_dirs().sort_stats("cumulative").print_stats(30)
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -722,8 +817,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--write", action="store_true", help=f"update {README_PATH.name}")
     parser.add_argument("--readme", type=Path, default=README_PATH, help="README to update")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all targets (3)")
-    parser.add_argument("--duration", type=float, default=3.0, help="closed-loop seconds (3)")
-    parser.add_argument("--open-duration", type=float, default=4.0, help="open-loop seconds (4)")
+    parser.add_argument("--duration", type=float, default=2.5, help="closed-loop seconds (2.5)")
+    parser.add_argument("--open-duration", type=float, default=3.5, help="open-loop seconds (3.5)")
     parser.add_argument("--concurrency", type=int, default=8, help="closed-loop clients (8)")
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop requests/s (200)")
     parser.add_argument(
@@ -836,9 +931,11 @@ def run(args: argparse.Namespace, work_dir: Path) -> tuple[str, bool]:
         sidecar = stack.enter_context(
             server(
                 "sidecar",
-                [*sidecar_argv(profile_out), "sidecar", "--config", str(config)],
+                # `intelgraph-privacy sidecar --config` (sidecar.cli.main), plus the GC counter.
+                [py, str(HERE / "_sidecar_launch.py"), "sidecar", "--config", str(config)],
                 sidecar_port,
                 work_dir,
+                {"SIDECAR_BENCH_PROFILE": str(profile_out)} if profile_out else None,
             )
         )
         load = LoadGenerator(work_dir)
@@ -852,18 +949,31 @@ def run(args: argparse.Namespace, work_dir: Path) -> tuple[str, bool]:
             "sidecar": f"{sidecar.url}/graphql",
         }
         expect(urls, tokens, workloads, recordings, work_dir)
-        pids = {
-            "upstream": upstream.process.pid,
-            "proxy": proxy.process.pid,
-            "sidecar": sidecar.process.pid,
-        }
-        results = measure(load, urls, pids, tokens, workloads, settings)
+        servers = {"upstream": upstream, "proxy": proxy, "sidecar": sidecar}
+        results = measure(load, urls, servers, tokens, workloads, settings)
         for name, proc in (("upstream", upstream), ("proxy", proxy), ("sidecar", sidecar)):
             if proc.process.poll() is not None:
                 raise BenchError(f"{name} exited during the run:\n{proc.log_tail()}")
     if profile_out is not None:
         print_profile(profile_out)
-    section = render(results, workloads, settings, engine.version)
+    # The in-process step costs, measured with the servers stopped.
+    verifier = TokenVerifier(load_jwks(str(jwks)), issuer=ISSUER, audience=AUDIENCE)
+    steps = step_costs(
+        redactor,
+        verifier,
+        [
+            StepInput(
+                w.size.label,
+                codec.dumps({"query": w.query}),
+                recordings[w.upstream_document].encode(),
+                tokens["c"],
+                tokens["d"],
+            )
+            for w in workloads
+        ],
+        reps=20 if args.quick else 300,
+    )
+    section = render(results, workloads, settings, engine.version, steps)
     _, all_met = targets_table(results, settings)
     return section, all_met
 

@@ -5,11 +5,16 @@ The main entry points:
 - `load_schema` and `load_catalog`: the schema and what each of its fields holds;
 - `PolicyEngine`: Rego policies on regorus, one cached decision per request;
 - `Redactor`: plans and applies redaction to responses;
-- `Principal`: who is asking, and why.
+- `Principal`: who is asking, and why;
+- `TokenVerifier` and `issue_token`: bearer JWTs, verified strictly against a JWKS;
+- `load_config`: the sidecar's settings (YAML plus `INTELGRAPH_*` environment variables).
+
+The store and the audit log live in `intelgraph_privacy.store` and `intelgraph_privacy.audit`.
 """
 
 from intelgraph_privacy.actions import Action
 from intelgraph_privacy.catalog import Catalog, FieldEntry, catalog_from_mapping, load_catalog
+from intelgraph_privacy.config import SidecarConfig, load_config
 from intelgraph_privacy.errors import (
     CatalogError,
     ConfigError,
@@ -21,6 +26,14 @@ from intelgraph_privacy.policy import PolicyEngine
 from intelgraph_privacy.principal import Principal
 from intelgraph_privacy.redact import Redacted, RedactionReport, Redactor
 from intelgraph_privacy.schema import load_schema, schema_from_sdl
+from intelgraph_privacy.tokens import (
+    Claims,
+    KeySet,
+    TokenError,
+    TokenVerifier,
+    issue_token,
+    load_jwks,
+)
 
 __version__ = "0.1.0"
 
@@ -28,8 +41,10 @@ __all__ = [
     "Action",
     "Catalog",
     "CatalogError",
+    "Claims",
     "ConfigError",
     "FieldEntry",
+    "KeySet",
     "PlanError",
     "PolicyEngine",
     "PolicyError",
@@ -38,9 +53,15 @@ __all__ = [
     "Redacted",
     "RedactionReport",
     "Redactor",
+    "SidecarConfig",
+    "TokenError",
+    "TokenVerifier",
     "__version__",
     "catalog_from_mapping",
+    "issue_token",
     "load_catalog",
+    "load_config",
+    "load_jwks",
     "load_schema",
     "schema_from_sdl",
 ]

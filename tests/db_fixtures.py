@@ -1,4 +1,4 @@
-"""Database fixtures for the whole suite (tests/conftest.py does `from tests.db_fixtures import *`).
+"""Database fixtures for the whole suite (tests/conftest.py imports them for every module).
 
 - `pg_server` (session): an AUTOCOMMIT engine on the PostgreSQL test database, for admin work.
   When the server is unreachable it skips, or fails loudly when CI=true.

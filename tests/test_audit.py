@@ -36,7 +36,6 @@ from intelgraph_privacy.audit import (
 from intelgraph_privacy.errors import PrivacyError
 from intelgraph_privacy.store import Store, StoreError, open_store
 from intelgraph_privacy.store.schema import audit_log
-from tests.db_fixtures import *  # noqa: F403 - until tests/conftest.py imports them
 
 DOC = "query GetPerson { person(id: 1) { name ssn } }"
 

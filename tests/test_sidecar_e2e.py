@@ -455,3 +455,39 @@ def test_preview_per_operation_returns_data_unchanged_and_audits(
     assert entries["Shadow"].mode == "preview"
     assert entries["Shadow"].redacted["Person.ssn"] == {"null": 2}
     assert entries["Enforced"].mode == "enforce"
+
+
+def test_preview_records_a_deny_it_did_not_enforce(
+    upstream: RecordingUpstream, test_keys: SigningKeys, tmp_path: Path
+) -> None:
+    import shutil
+
+    from tests.sidecar_env import ROOT
+
+    policies = tmp_path / "rego"
+    policies.mkdir()
+    for rego in (ROOT / "rego").glob("*.rego"):
+        shutil.copy(rego, policies / rego.name)
+    (policies / "extra.rego").write_text(EXTRA_POLICY.split("# A policy that fails", maxsplit=1)[0])
+    running = start_sidecar(
+        upstream.graphql_url,
+        test_keys,
+        tmp_path / "data",
+        **{"policy.policies": str(policies), "preview.enabled": True},
+    )
+    try:
+        reply = running.query(
+            'query Wide { search(text: "a") { __typename } }',
+            test_keys.token("ana", ("analyst",), "analytics"),
+        )
+        assert reply.status == 200 and isinstance(reply.json["data"]["search"], list)
+        running.flush_audit()
+        assert running.state.store is not None
+        record = next(
+            e.record
+            for e in AuditLog(running.state.store).tail(5)
+            if e.record.operation_name == "Wide"
+        )
+        assert (record.mode, record.status, record.detail) == ("preview", 200, "DENIED")
+    finally:
+        running.server.stop()

@@ -41,7 +41,6 @@ from intelgraph_privacy.store import (
 from intelgraph_privacy.store.migrations import check_registry
 from intelgraph_privacy.store.schema import schema_migrations
 from intelgraph_privacy.store.urls import normalise
-from tests.db_fixtures import *  # noqa: F403 - until tests/conftest.py imports them
 from tests.db_fixtures import PG_BASE_URL
 
 LATEST = MIGRATIONS[-1].version
