@@ -264,7 +264,7 @@ def _hide_unlocated_errors(upstream: Any) -> None:
     if not isinstance(upstream, dict) or not isinstance(upstream.get("errors"), list):
         return
     for i, error in enumerate(upstream["errors"]):
-        if not isinstance(error, dict) or "path" not in error:
+        if not isinstance(error, dict) or not isinstance(error.get("path"), list):
             upstream["errors"][i] = {"message": _UPSTREAM_ERROR_MESSAGE}
 
 

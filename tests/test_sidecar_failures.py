@@ -51,7 +51,10 @@ def misbehaving_upstream() -> web.Application:
             return web.json_response(
                 {
                     "data": {"people": [{"name": "Ann", "ssn": None}]},
-                    "errors": [{"message": f"row {SECRET} failed"}],
+                    "errors": [
+                        {"message": f"row {SECRET} failed"},
+                        {"message": f"also {SECRET}", "path": None},
+                    ],
                 }
             )
         raise AssertionError(mode)
