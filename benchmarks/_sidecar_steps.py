@@ -131,7 +131,7 @@ def _one_size(
         "request id and document hash": timed(
             lambda: (uuid.uuid4().hex, hashlib.sha256(op.query.encode()).hexdigest()), reps
         ),
-        "document guards (`measure`, `check_document`)": timed(guards, reps),
+        "document guards (`guards.measure` walk, `check_document`)": timed(guards, reps),
         "plan lookup, cached (`Redactor.plan`)": timed(
             lambda: redactor.plan(op.query, op.operation_name, redact, op.variables), reps
         ),

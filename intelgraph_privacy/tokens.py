@@ -21,6 +21,7 @@ import base64
 import functools
 import hashlib
 import re
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -32,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from cachetools import LRUCache
 from jwcrypto import jwk, jws
 from jwcrypto.jwa import JWA
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
@@ -119,7 +121,11 @@ class Claims(BaseModel):
     region: StrictStr | None = None
 
     def principal(self) -> Principal:
-        """The caller as the policy sees it."""
+        """The caller as the policy sees it (built once per claims object)."""
+        return self._principal
+
+    @functools.cached_property
+    def _principal(self) -> Principal:
         return Principal(
             sub=self.sub,
             tenant=self.tenant,
@@ -398,8 +404,13 @@ class TokenVerifier:
         max_token_bytes: int = 8192,
         clock: Callable[[], float] = time.time,
         allow_demo_key: bool = False,
+        cache_size: int = 10_000,
     ) -> None:
-        """Raises ConfigError on an unsafe or inconsistent configuration."""
+        """Raises ConfigError on an unsafe or inconsistent configuration.
+
+        Verified tokens are remembered (at most `cache_size`, per key set): a token seen again is
+        not parsed or signature-checked again, but its times are checked again on every use.
+        """
         if not isinstance(issuer, str) or not issuer:
             raise ConfigError("the token issuer must be a non-empty string")
         if not isinstance(audience, str) or not audience:
@@ -425,6 +436,9 @@ class TokenVerifier:
         self.max_token_bytes = max_token_bytes
         self.allow_demo_key = allow_demo_key
         self._clock = clock
+        # token -> (the key set that verified it, its claims); a new key set misses every entry.
+        self._verified: LRUCache[str, tuple[KeySet, Claims]] = LRUCache(maxsize=max(1, cache_size))
+        self._verified_lock = threading.Lock()
         self._keys: KeySet
         self.keys = keys
 
@@ -455,6 +469,12 @@ class TokenVerifier:
         keys = self._keys  # one snapshot for the whole verification
         if not isinstance(token, str):
             raise TokenError("malformed", "the token must be a string")
+        with self._verified_lock:
+            cached = self._verified.get(token)
+        if cached is not None and cached[0] is keys:
+            claims = cached[1]
+            self._check_times(claims.exp, claims.iat, claims.nbf)
+            return claims
         # Characters <= bytes, so this refuses oversized tokens before any parsing.
         if len(token) > self.max_token_bytes:
             raise TokenError("too_large", f"the token is larger than {self.max_token_bytes} bytes")
@@ -487,7 +507,10 @@ class TokenVerifier:
                 ) from None
             raise
         # Only now, authenticated, is the payload looked at.
-        return self._check_claims(_json_object(payload_raw, "payload"))
+        claims = self._check_claims(_json_object(payload_raw, "payload"))
+        with self._verified_lock:
+            self._verified[token] = (keys, claims)
+        return claims
 
     def _demo_signed(
         self, header: Mapping[str, Any], signing_input: bytes, signature: bytes
@@ -518,17 +541,20 @@ class TokenVerifier:
             raise TokenError("algorithm", "the token's algorithm does not match its key's type")
         return key
 
-    def _check_claims(self, payload: dict[str, Any]) -> Claims:
+    def _check_times(self, exp: int, iat: int, nbf: int | None) -> None:
         now = self._clock()
-        exp = _numeric_date(payload, "exp")
-        iat = _numeric_date(payload, "iat")
-        nbf = _numeric_date(payload, "nbf") if "nbf" in payload else None
         if not now < exp + self.leeway:
             raise TokenError("expired", "the token has expired")
         if nbf is not None and not now >= nbf - self.leeway:
             raise TokenError("not_yet_valid", "the token is not valid yet (nbf)")
         if iat > now + self.leeway:
             raise TokenError("issued_in_future", "the token's iat is in the future")
+
+    def _check_claims(self, payload: dict[str, Any]) -> Claims:
+        exp = _numeric_date(payload, "exp")
+        iat = _numeric_date(payload, "iat")
+        nbf = _numeric_date(payload, "nbf") if "nbf" in payload else None
+        self._check_times(exp, iat, nbf)
 
         if payload.get("iss") != self.issuer:
             raise TokenError("issuer", f"the token's issuer is not {self.issuer!r}")

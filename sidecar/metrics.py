@@ -80,6 +80,9 @@ class SidecarMetrics:
             "intelgraph_audit_write_failures", "Failed audit batch writes", registry=r
         )
         self._operations: set[str] = set()
+        # Labelled children, looked up once: `labels()` takes a lock and builds a tuple each call.
+        self._request_children: dict[tuple[str | None, int], tuple[Counter, Histogram]] = {}
+        self._redaction_children: dict[tuple[str, str, bool], Counter] = {}
 
     def add_cache_counters(self, read: Callable[[], dict[str, tuple[int, int]]]) -> None:
         """Export cache hit/miss counters read from the library at scrape time."""
@@ -96,15 +99,29 @@ class SidecarMetrics:
 
     def observe(self, operation: str | None, status: int, seconds: float) -> None:
         """Count one served operation."""
-        label = self.operation_label(operation)
-        self.requests.labels(label, str(status)).inc()
-        self.latency.labels(label, str(status)).observe(seconds)
+        key = (operation, status)
+        children = self._request_children.get(key)
+        if children is None:
+            label = self.operation_label(operation)
+            children = (
+                self.requests.labels(label, str(status)),
+                self.latency.labels(label, str(status)),
+            )
+            if len(self._request_children) < 4 * MAX_OPERATION_LABELS:
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def count_report(self, report: RedactionReport, *, preview: bool) -> None:
         """Add one response's redactions."""
         counter = self.previewed if preview else self.redacted
         for (coordinate, action), n in report.counts.items():
-            counter.labels(coordinate, action.value).inc(n)
+            key = (coordinate, action.value, preview)
+            child = self._redaction_children.get(key)
+            if child is None:
+                # Coordinates come from the schema, so this stays bounded.
+                child = self._redaction_children[key] = counter.labels(coordinate, action.value)
+            child.inc(n)
 
     def render(self) -> bytes:
         """The text exposition format."""

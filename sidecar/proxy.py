@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -174,8 +175,12 @@ def _plan(
     if operation.operation.value == "subscription":
         raise ClientError(400, "subscriptions are not supported", "UNSUPPORTED_OPERATION")
     limits = state.config.limits
+    key = (op.query, op.operation_name)
+    measured = runtime.measures.get(key)
+    if measured is None:
+        measured = runtime.measures[key] = measure(document, operation)
     check_document(
-        measure(document, operation),
+        measured,
         max_depth=limits.max_depth,
         max_aliases=limits.max_aliases,
         introspection_allowed=bool(
@@ -300,6 +305,8 @@ def _record(
             state.audit.submit(record)
         except AuditBackpressure:
             audited = False
+    if not state.log.isEnabledFor(logging.INFO):
+        return audited
     state.log.info(
         "request",
         extra={

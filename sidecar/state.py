@@ -10,10 +10,11 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cachetools import LRUCache
 from graphql import GraphQLSchema, print_schema
 
 from intelgraph_privacy.audit import AuditLog, AuditWriter
@@ -27,6 +28,7 @@ from intelgraph_privacy.schema import load_schema, schema_from_introspection
 from intelgraph_privacy.store import Store, open_store
 from intelgraph_privacy.tokens import KeySet, TokenVerifier, demo_jwks, load_jwks
 from sidecar.errors import UpstreamError
+from sidecar.guards import DocumentMeasure
 from sidecar.logs import get_logger
 from sidecar.metrics import SidecarMetrics
 from sidecar.upstream import UpstreamClient
@@ -45,6 +47,10 @@ class Runtime:
     schema_hash: str
     catalog: Catalog
     redactor: Redactor
+    #: Guard measurements per (document, operation name): documents repeat, measuring is a walk.
+    measures: LRUCache[tuple[str, str | None], DocumentMeasure] = field(
+        default_factory=lambda: LRUCache(maxsize=4096)
+    )
 
 
 class SidecarState:

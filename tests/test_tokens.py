@@ -818,3 +818,31 @@ def test_fuzz_signed_headers_and_claims_only_raise_token_errors(
     else:
         assert got.iss == ISS and got.sub and got.tenant and got.purpose
         assert got.exp + LEEWAY > NOW
+
+
+# --- the verified-token cache ---------------------------------------------------------------
+
+
+def test_a_cached_token_still_expires() -> None:
+    now = [float(NOW)]
+    v = verifier(ED, clock=lambda: now[0])
+    tok = token(exp=NOW + 60)
+    assert v.verify(tok).sub == "u1"
+    assert v.verify(tok).sub == "u1"  # served from the cache
+    now[0] = NOW + 60 + LEEWAY
+    refused(v, tok, "expired")
+
+
+def test_a_cached_token_is_refused_after_its_key_leaves_the_set() -> None:
+    v = verifier(ED, EC)
+    tok = token()
+    assert v.verify(tok).sub == "u1"
+    v.keys = KeySet.from_json(jwks_of(EC))  # ED rotated out
+    refused(v, tok, "unknown_key")
+
+
+def test_the_cache_never_accepts_a_token_it_refused() -> None:
+    v = verifier(ED)
+    forged = token(ATTACKER)
+    refused(v, forged, "signature")
+    refused(v, forged, "signature")
