@@ -666,6 +666,31 @@ def machine_note() -> str:
     )
 
 
+def code_version() -> str:
+    """The commit measured, and whether the sidecar or library sources differed from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "sidecar", "intelgraph_privacy", "rego"],
+            check=False,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "an unknown commit"
+    if not commit:
+        return "an unknown commit"
+    state = "with local changes" if dirty else "unmodified"
+    return f"commit `{commit}` (`sidecar/`, `intelgraph_privacy/`, `rego/` {state})"
+
+
 def aiohttp_version() -> str:
     import aiohttp
 
@@ -738,7 +763,8 @@ def cost_summary(results: Results, steps: list[StepRow]) -> str:
         f"{chain['c']:,.0f} µs (c) and {chain['d']:,.0f} µs (d) through the sidecar "
         f"(ratios {chain_b / chain['c']:.2f} and {chain_b / chain['d']:.2f}). "
         f"c/b >= {TARGET_KEEP_RATIO:g} would need the sidecar to cost at most about "
-        f"{budget:,.0f} µs per request. The largest steps timed in-process at that size: "
+        f"{budget:,.0f} µs per request (given what the load generator and the upstream spent "
+        "per request in the (c) runs). The largest steps timed in-process at that size: "
         f"{biggest}; garbage collection in the sidecar costs {gc_us['c']:,.0f} µs (c) and "
         f"{gc_us['d']:,.0f} µs (d) per request. The rest is aiohttp's server and client work "
         "for the two HTTP exchanges, the event loop and the audit writer thread; the proxy "
@@ -763,12 +789,14 @@ def render(
             command_line(),
             "```",
             "",
-            f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Machine: {machine_note()}",
+            f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {code_version()}. "
+            f"Machine: {machine_note()}",
             "",
             "Each server in its own process on 127.0.0.1: an upstream replaying responses "
             "recorded from the sample graph (keyed by the query text, so it is never the "
             "bottleneck), a plain aiohttp pass-through proxy, the sidecar "
-            "(`intelgraph-privacy sidecar --config`, policy bundle "
+            "(`intelgraph-privacy sidecar --config`, through `_sidecar_launch.py`, which only "
+            "adds a GC counter; policy bundle "
             f"`{policy_version}`, SQLite audit log, log level WARNING), and an aiohttp load "
             "generator. (c) is a high-clearance investigator (every field kept); (d) an "
             "analyst (ssn nulled with an `errors[]` entry each, email and phone masked, "

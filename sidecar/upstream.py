@@ -105,8 +105,11 @@ class UpstreamClient:
 
     async def _read_limited(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self.config.max_response_bytes
-        if response.content_length is not None and response.content_length > limit:
-            raise UpstreamError(502, "the upstream response is too large", "BAD_UPSTREAM")
+        if response.content_length is not None:
+            if response.content_length > limit:
+                raise UpstreamError(502, "the upstream response is too large", "BAD_UPSTREAM")
+            return await response.read()
+        # No length announced (chunked): count while reading.
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(1 << 16):

@@ -491,3 +491,34 @@ def test_preview_records_a_deny_it_did_not_enforce(
         assert (record.mode, record.status, record.detail) == ("preview", 200, "DENIED")
     finally:
         running.server.stop()
+
+
+def test_body_size_limit_without_a_content_length(
+    sidecar: Sidecar, upstream: RecordingUpstream, test_keys: SigningKeys
+) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    before = upstream.count()
+    target = urlsplit(sidecar.url)
+    chunk = b"x" * 65536
+    chunks = [b'{"query": "{ people { name } }", "pad": "', *([chunk] * 20), b'"}']
+    connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+    try:
+        connection.request(
+            "POST",
+            target.path,
+            body=iter(chunks),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {test_keys.token(*CLEARED)}",
+            },
+            encode_chunked=True,
+        )
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    assert response.status == 400, body
+    assert b"BODY_TOO_LARGE" in body
+    assert upstream.count() == before
