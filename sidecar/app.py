@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -11,13 +11,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from intelgraph_privacy.codec import dumps
 from intelgraph_privacy.config import SidecarConfig
 from sidecar.errors import error_body
+from sidecar.logs import get_logger
 from sidecar.proxy import STATE, handle_graphql
 from sidecar.state import SidecarState
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(config: SidecarConfig, *, state: SidecarState | None = None) -> web.Application:
     """Build the sidecar application; the state starts and stops with the app."""
-    app = web.Application(client_max_size=config.limits.max_body_bytes)
+    app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=[_fail_closed])
     app[STATE] = state or SidecarState(config)
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_route("POST", "/graphql", handle_graphql)
@@ -29,6 +32,22 @@ def create_app(config: SidecarConfig, *, state: SidecarState | None = None) -> w
     if config.demo:
         app.router.add_get("/.well-known/jwks.json", _demo_jwks)
     return app
+
+
+@web.middleware
+async def _fail_closed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An unexpected error becomes a GraphQL-shaped 500 without data, never a traceback page."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        get_logger().exception("unexpected error", extra={"path": request.path})
+        return web.Response(
+            body=dumps(error_body("internal error", "INTERNAL_ERROR")),
+            status=500,
+            content_type="application/json",
+        )
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

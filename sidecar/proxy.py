@@ -69,6 +69,9 @@ async def handle_graphql(request: web.Request) -> web.StreamResponse:
     if waiting + len(graphql_request.operations) > state.config.audit.max_queue:
         # Refuse before anything reaches the upstream: a mutation must not run unaudited.
         state.metrics.refusals.labels("AUDIT_UNAVAILABLE").inc()
+        state.log.warning(
+            "refused: the audit queue is full", extra={"request_id": request_id, "queued": waiting}
+        )
         body = error_body("the audit log cannot keep up; try again", "AUDIT_UNAVAILABLE")
         return _json(503, body, request_id, {"Retry-After": "1"})
     operations = graphql_request.operations
