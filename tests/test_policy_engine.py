@@ -330,10 +330,15 @@ def test_broken_file_is_refused_and_old_policy_keeps_serving(
     assert dict(fresh.actions) == {"Person.ssn": NULL, "Person.email": KEEP}
     assert fresh.policy_version == old_version
 
-    # Still broken: reload_if_changed keeps trying (and keeps refusing).
+    # Unchanged broken files are not tried again at every poll...
+    assert engine.reload_if_changed() is None
+    assert engine.stats.reload_failures == 1
+    # ...but any change is, and still broken, it is refused again.
+    write(policy_dir / "broken.rego", BROKEN + "\n# edited\n")
     retried = engine.reload_if_changed()
     assert retried is not None
     assert not retried.ok
+    assert engine.stats.reload_failures == 2
 
     broken.unlink()
     healed = engine.reload()
