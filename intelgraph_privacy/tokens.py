@@ -404,7 +404,7 @@ class TokenVerifier:
         max_token_bytes: int = 8192,
         clock: Callable[[], float] = time.time,
         allow_demo_key: bool = False,
-        cache_size: int = 10_000,
+        cache_size: int = 4096,
     ) -> None:
         """Raises ConfigError on an unsafe or inconsistent configuration.
 

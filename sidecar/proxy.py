@@ -185,7 +185,9 @@ def _plan(
     key = (op.query, op.operation_name)
     measured = runtime.measures.get(key)
     if measured is None:
-        measured = runtime.measures[key] = measure(document, operation)
+        measured = measure(document, operation)
+        if len(op.query) <= redactor.max_cached_document_chars:
+            runtime.measures[key] = measured
     check_document(
         measured,
         max_depth=limits.max_depth,

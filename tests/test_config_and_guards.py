@@ -139,3 +139,19 @@ def test_depth_limit_message_names_both_numbers() -> None:
             max_aliases=10,
             introspection_allowed=False,
         )
+
+
+def test_huge_documents_are_planned_but_not_cached(redactor) -> None:  # type: ignore[no-untyped-def]
+    from conftest import principal
+
+    huge = (
+        '{ search(text: "' + "x" * (redactor.max_cached_document_chars + 1) + '") { __typename } }'
+    )
+    small = "query HugeTestSmall { people(first: 3) { city name } }"
+    who = principal("analyst")
+    misses = redactor.plan_misses
+    for _ in range(2):
+        assert redactor.plan(huge, None, who).operation_type == "query"
+        redactor.plan(small, None, who)
+    # The huge document missed both times; the small one was planned once, then cached.
+    assert redactor.plan_misses - misses == 3

@@ -47,6 +47,7 @@ class Redactor:
         cache_size: int = 2048,
         introspection_roles: frozenset[str] = frozenset({"admin"}),
         max_tokens: int | None = None,
+        max_cached_document_chars: int = 64 * 1024,
     ) -> None:
         if catalog.schema is not schema:
             raise ValueError("the catalog was validated against a different schema")
@@ -57,6 +58,9 @@ class Redactor:
         self.introspection_roles = introspection_roles
         #: Parsing stops past this many tokens (a guard against huge documents).
         self.max_tokens = max_tokens
+        #: Longer documents are planned every time, not cached: the caches are keyed by the
+        #: text, and a few thousand huge documents would otherwise hold gigabytes.
+        self.max_cached_document_chars = max_cached_document_chars
         self._lock = threading.Lock()
         self._documents: LRUCache[str, DocumentNode | PlanError] = LRUCache(cache_size)
         self._shapes: LRUCache[tuple[str, str | None], Shape] = LRUCache(cache_size)
@@ -71,7 +75,8 @@ class Redactor:
         if cached is None:
             cached = _parse_and_validate(self.schema, text, self.max_tokens)
             with self._lock:
-                self._documents[text] = cached
+                if len(text) <= self.max_cached_document_chars:
+                    self._documents[text] = cached
         if isinstance(cached, PlanError):
             # A fresh exception each time: re-raising one object would grow its traceback.
             raise PlanError(str(cached), cached.errors)
@@ -85,7 +90,8 @@ class Redactor:
         if cached is None:
             cached = build_shape(self.schema, self.document(text), operation_name)
             with self._lock:
-                self._shapes[key] = cached
+                if len(text) <= self.max_cached_document_chars:
+                    self._shapes[key] = cached
         return cached
 
     def plan(
@@ -121,7 +127,8 @@ class Redactor:
             allow_introspection=bool(self.introspection_roles & set(principal.roles)),
         )
         with self._lock:
-            self._plans[key] = plan
+            if len(text) <= self.max_cached_document_chars:
+                self._plans[key] = plan
         return plan
 
     def passthrough_plan(self, text: str, operation_name: str | None, principal: Principal) -> Plan:
@@ -142,7 +149,8 @@ class Redactor:
             shape, keep, self.catalog, pseudonymizer=self.pseudonymizer, allow_introspection=allow
         )
         with self._lock:
-            self._plans[key] = plan
+            if len(text) <= self.max_cached_document_chars:
+                self._plans[key] = plan
         return plan
 
     def check_variables(
