@@ -470,3 +470,37 @@ def test_evaluate_reports_a_runtime_error_without_backtrace() -> None:
     with pytest.raises(PolicyError) as info:
         evaluate(bundle, principal("analyst"), {"Person.ssn": FieldEntry()})
     assert "Stack backtrace" not in str(info.value)
+
+
+def test_worker_threads_and_reloads_never_share_an_engine(
+    policy_dir: Path, demo_catalog: Catalog
+) -> None:
+    """regorus engines are bound to their thread: decisions from worker threads across reloads
+    must work, and no engine may be dropped on a thread other than its own."""
+    import gc
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    problems: list[str] = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda report: problems.append(repr(report.exc_value))
+    try:
+        engine = PolicyEngine(policy_dir)
+        coords = frozenset({"Person.city", "Person.ssn"})
+        who = [principal("analyst"), principal("investigator"), principal("high-clearance")]
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            for round_ in range(3):
+                results = list(
+                    pool.map(lambda p: engine.decide(p, coords, demo_catalog), who * 4)
+                )
+                assert all(r.policy_version == engine.version for r in results)
+                # A new bundle, compiled on this thread, while the workers keep their engines.
+                write(policy_dir / "extra.rego", f"package intelgraph.extra\nx := {round_}\n")
+                assert engine.reload().ok
+                gc.collect()
+            after = list(pool.map(lambda p: engine.decide(p, coords, demo_catalog), who * 4))
+            assert {r.policy_version for r in after} == {engine.version}
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous_hook
+    assert not [p for p in problems if "unsendable" in p], problems

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -38,7 +39,7 @@ class RegoFile:
     syntax: Syntax
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class PolicyBundle:
     """A compiled set of policies: an engine ready to evaluate, and what it was built from."""
 
@@ -50,19 +51,45 @@ class PolicyBundle:
     tests: tuple[str, ...]
     #: Compiles the policies into a fresh engine.
     rebuild: Callable[[], Any] = field(repr=False, compare=False)
-    #: Engines per thread: regorus engines are bound to the thread that made them.
-    _local: threading.local = field(repr=False, compare=False, default_factory=threading.local)
 
     def thread_engine(self) -> Any:
-        """The calling thread's engine, compiled on its first use.
+        """The calling thread's engine for this bundle, compiled on the thread's first use.
 
-        regorus engines are pyo3 `unsendable`: used, or even dropped, on another thread they fail.
-        So none is shared: each thread compiles its own copy, which goes away with the thread.
+        regorus engines are pyo3 `unsendable`: used, or even dropped, on another thread they
+        fail. So none is shared: each thread keeps its own engines, and drops those of bundles
+        that are gone on its next call (on its own thread, where they were made).
         """
-        engine = getattr(self._local, "engine", None)
-        if engine is None:
-            engine = self._local.engine = self.rebuild()
+        engines = _thread_engines()
+        entry = engines.get(id(self))
+        if entry is not None and entry[0]() is self:
+            return entry[1]
+        _sweep(engines)
+        engine = self.rebuild()
+        engines[id(self)] = (weakref.ref(self), engine)
         return engine
+
+    def _adopt(self, engine: Any) -> None:
+        # The compiling thread keeps the engine it just built.
+        _sweep(engines := _thread_engines())
+        engines[id(self)] = (weakref.ref(self), engine)
+
+
+#: Per thread: id(bundle) -> (weak reference to the bundle, that thread's engine for it).
+_ENGINES = threading.local()
+
+
+def _thread_engines() -> dict[int, tuple[weakref.ref[PolicyBundle], Any]]:
+    engines: dict[int, tuple[weakref.ref[PolicyBundle], Any]] | None = getattr(
+        _ENGINES, "engines", None
+    )
+    if engines is None:
+        engines = _ENGINES.engines = {}
+    return engines
+
+
+def _sweep(engines: dict[int, tuple[weakref.ref[PolicyBundle], Any]]) -> None:
+    for key in [k for k, (ref, _) in engines.items() if ref() is None]:
+        del engines[key]
 
 
 def contract_source() -> str:
@@ -145,7 +172,7 @@ def compile_bundle(
 
     version = _version(files, data)
     bundle = PolicyBundle(files, syntax, version, _test_rules(engine), rebuild)
-    bundle._local.engine = engine  # the compiling thread keeps the engine it just built
+    bundle._adopt(engine)
     return bundle
 
 

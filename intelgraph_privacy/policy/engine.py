@@ -102,7 +102,8 @@ class PolicyEngine:
             return cached
         self.stats.misses += 1
         entries = {c: catalog.entry(c) for c in coordinates}
-        decision = Decision(evaluate(bundle, principal, entries, lock=self._lock), bundle.version)
+        # No lock: each thread evaluates on an engine of its own (see PolicyBundle.thread_engine).
+        decision = Decision(evaluate(bundle, principal, entries), bundle.version)
         self.stats.evaluations += 1
         with self._cache_lock:
             self._cache[key] = decision
