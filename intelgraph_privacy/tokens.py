@@ -121,11 +121,7 @@ class Claims(BaseModel):
     region: StrictStr | None = None
 
     def principal(self) -> Principal:
-        """The caller as the policy sees it (built once per claims object)."""
-        return self._principal
-
-    @functools.cached_property
-    def _principal(self) -> Principal:
+        """The caller as the policy sees it."""
         return Principal(
             sub=self.sub,
             tenant=self.tenant,
@@ -436,8 +432,11 @@ class TokenVerifier:
         self.max_token_bytes = max_token_bytes
         self.allow_demo_key = allow_demo_key
         self._clock = clock
-        # token -> (the key set that verified it, its claims); a new key set misses every entry.
-        self._verified: LRUCache[str, tuple[KeySet, Claims]] = LRUCache(maxsize=max(1, cache_size))
+        # token -> (the key set that verified it, its claims, their principal); a new key set
+        # misses every entry.
+        self._verified: LRUCache[str, tuple[KeySet, Claims, Principal]] = LRUCache(
+            maxsize=max(1, cache_size)
+        )
         self._verified_lock = threading.Lock()
         self._keys: KeySet
         self.keys = keys
@@ -466,6 +465,10 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Claims:
         """Verify a compact JWS access token and return its claims; raises TokenError."""
+        return self.authenticate(token)[0]
+
+    def authenticate(self, token: str) -> tuple[Claims, Principal]:
+        """Verify a token; its claims and the principal they make. Raises TokenError."""
         keys = self._keys  # one snapshot for the whole verification
         if not isinstance(token, str):
             raise TokenError("malformed", "the token must be a string")
@@ -474,7 +477,7 @@ class TokenVerifier:
         if cached is not None and cached[0] is keys:
             claims = cached[1]
             self._check_times(claims.exp, claims.iat, claims.nbf)
-            return claims
+            return claims, cached[2]
         # Characters <= bytes, so this refuses oversized tokens before any parsing.
         if len(token) > self.max_token_bytes:
             raise TokenError("too_large", f"the token is larger than {self.max_token_bytes} bytes")
@@ -508,9 +511,10 @@ class TokenVerifier:
             raise
         # Only now, authenticated, is the payload looked at.
         claims = self._check_claims(_json_object(payload_raw, "payload"))
+        principal = claims.principal()
         with self._verified_lock:
-            self._verified[token] = (keys, claims)
-        return claims
+            self._verified[token] = (keys, claims, principal)
+        return claims, principal
 
     def _demo_signed(
         self, header: Mapping[str, Any], signing_input: bytes, signature: bytes

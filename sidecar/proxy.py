@@ -223,7 +223,7 @@ def _authenticate(state: SidecarState, request: web.Request) -> Principal:
             headers={"WWW-Authenticate": 'Bearer realm="intelgraph"'},
         )
     try:
-        return state.verifier.verify(token.strip()).principal()
+        return state.verifier.authenticate(token.strip())[1]
     except TokenError as exc:
         raise ClientError(
             401,

@@ -99,8 +99,8 @@ class SidecarState:
         self._spawn(self._policy_loop, self.config.policy.reload_seconds)
         if self.config.upstream.schema_sdl is None:
             self._spawn(self._schema_loop, SCHEMA_RETRY_SECONDS)
-        jwks = self.config.auth.jwks
-        if jwks and "://" in jwks and self.config.auth.jwks_refresh_seconds > 0:
+        if self.config.auth.jwks and not self.config.demo:
+            # A file or a URL: both are read again, so keys rotate without a restart.
             self._spawn(self._jwks_loop, self.config.auth.jwks_refresh_seconds)
 
     async def stop(self) -> None:
@@ -210,12 +210,15 @@ class SidecarState:
             await asyncio.sleep(period)
             try:
                 keys = await asyncio.to_thread(load_jwks, source)
+                if keys.fingerprint != self.verifier.keys.fingerprint:
+                    # Refused (ConfigError) when it holds the demo key or no usable key.
+                    self.verifier.keys = keys
+                    self.log.info("JWKS rotated", extra={"jwks": keys.fingerprint[:16]})
             except PrivacyError as exc:
+                # Unreachable or refused: keep verifying with the previous keys, keep trying.
                 self.log.error(
                     "JWKS refresh failed; the previous keys stay", extra={"error": str(exc)}
                 )
-                continue
-            self.verifier.keys = keys
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -108,3 +108,30 @@ def test_a_full_audit_queue_refuses_before_the_upstream(
         assert "data" not in dumps(reply.json).decode()
     finally:
         running.server.stop()
+
+
+def test_jwks_file_rotation_and_a_refused_key_set(
+    upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    from jwcrypto import jwk
+
+    from intelgraph_privacy.tokens import demo_jwks
+
+    old = SigningKeys(jwk.JWK.generate(kty="OKP", crv="Ed25519", kid="old"), tmp_path / "j.json")
+    new = SigningKeys(jwk.JWK.generate(kty="OKP", crv="Ed25519", kid="new"), old.jwks_path)
+    old.jwks_path.write_bytes(dumps({"keys": [old.key.export_public(as_dict=True)]}))
+    running = start_sidecar(
+        upstream.graphql_url, old, tmp_path / "data", **{"auth.jwks_refresh_seconds": 0.1}
+    )
+    try:
+        assert running.query(QUERY, old.token()).status == 200
+        # A key set holding the public demo key is refused: the old keys keep verifying.
+        old.jwks_path.write_bytes(dumps(demo_jwks()))
+        time.sleep(0.5)
+        assert running.query(QUERY, old.token()).status == 200
+        # The identity provider rotates: the new key verifies, the old one no longer does.
+        old.jwks_path.write_bytes(dumps({"keys": [new.key.export_public(as_dict=True)]}))
+        assert wait_until(lambda: running.query(QUERY, new.token()).status == 200)
+        assert running.query(QUERY, old.token()).status == 401
+    finally:
+        running.server.stop()
