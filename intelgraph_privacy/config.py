@@ -9,16 +9,25 @@ a list is written in YAML flow style (`[a, b]`).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from intelgraph_privacy.errors import ConfigError
 
 ENV_PREFIX = "INTELGRAPH_"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class _Section(BaseModel):
@@ -30,6 +39,28 @@ class ListenConfig(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+
+
+#: Headers `upstream.forward_headers` may not name.
+UNFORWARDABLE_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "expect",
+        "host",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 
 
 class UpstreamConfig(_Section):
@@ -48,12 +79,23 @@ class UpstreamConfig(_Section):
     max_connections: int = Field(default=100, ge=1)
     #: Larger upstream responses are refused (502).
     max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
-    #: Client headers copied to the upstream (lower-case names); nothing else is forwarded.
+    #: Client headers copied to the upstream (e.g. authorization); nothing else is forwarded.
     forward_headers: tuple[str, ...] = ()
     #: A CA bundle, and a client certificate and key for mutual TLS, for https upstreams.
     ca_file: Path | None = None
     client_cert_file: Path | None = None
     client_key_file: Path | None = None
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        lowered = tuple(name.strip().lower() for name in names)
+        refused = sorted(set(lowered) & UNFORWARDABLE_HEADERS)
+        if refused:
+            # Framing and hop-by-hop headers would desynchronise the pooled connection; the
+            # sidecar sets content-type and accept itself.
+            raise ValueError(f"these headers cannot be forwarded: {', '.join(refused)}")
+        return lowered
 
     @model_validator(mode="after")
     def _http_url(self) -> UpstreamConfig:
@@ -83,6 +125,8 @@ class LimitsConfig(_Section):
     max_aliases: int = Field(default=30, ge=0)
     max_batch: int = Field(default=10, ge=1)
     max_tokens: int = Field(default=5000, ge=10)
+    #: Requests being served at once; more get 503 (each may hold a decoded upstream response).
+    max_in_flight: int = Field(default=256, ge=1)
 
 
 class PolicyConfig(_Section):
@@ -96,16 +140,33 @@ class PolicyConfig(_Section):
     pseudonym_key_file: Path | None = None
     #: Roles allowed to run introspection through the sidecar.
     introspection_roles: tuple[str, ...] = ("admin",)
-    #: Messages of upstream errors that carry no path may quote anything: replace them.
-    hide_unlocated_upstream_errors: bool = True
+    #: Upstream error messages may quote any value, protected ones included. `hide` replaces
+    #: every one with a generic message; `located` keeps those whose path leads to a field the
+    #: plan keeps. Either way only message, path, locations and extensions.code pass.
+    upstream_error_messages: Literal["hide", "located"] = "hide"
 
 
 class PreviewConfig(_Section):
-    """Shadow mode: report what would be redacted, return responses unchanged."""
+    """Shadow mode: report what would be redacted, return responses unchanged.
+
+    Preview serves protected values in clear: it is a backout switch, not a mode to leave on.
+    """
 
     enabled: bool = False
-    #: Operation names in preview even when `enabled` is false.
-    operations: tuple[str, ...] = ()
+    #: Documents in preview even when `enabled` is false, by the sha256 of their text (the
+    #: audit log's `document_hash`). Not by operation name: a client chooses that name.
+    documents: tuple[str, ...] = ()
+
+    @field_validator("documents")
+    @classmethod
+    def _sha256_hex(cls, digests: tuple[str, ...]) -> tuple[str, ...]:
+        for digest in digests:
+            if not _SHA256_HEX.fullmatch(digest):
+                raise ValueError(
+                    f"{digest!r} is not a document hash (64 lower-case hex digits, as in the "
+                    "audit log's document_hash)"
+                )
+        return digests
 
 
 class StoreConfig(_Section):
@@ -147,11 +208,9 @@ class SidecarConfig(_Section):
             raise ValueError("policy.pseudonym_key_file is required")
         return self
 
-    def in_preview(self, operation_name: str | None) -> bool:
-        """Whether this operation runs in shadow mode."""
-        return self.preview.enabled or (
-            operation_name is not None and operation_name in self.preview.operations
-        )
+    def in_preview(self, document_hash: str) -> bool:
+        """Whether the document with this sha256 runs in shadow mode."""
+        return self.preview.enabled or document_hash in self.preview.documents
 
 
 def load_config(

@@ -65,22 +65,25 @@ async def handle_graphql(request: web.Request) -> web.StreamResponse:
         _record(state, request_id, principal, outcome, started)
         return _json(exc.status, outcome.body, request_id, exc.headers)
 
-    waiting = state.audit.queue_depth if state.audit is not None else 0
-    if waiting + len(graphql_request.operations) > state.config.audit.max_queue:
-        # Refuse before anything reaches the upstream: a mutation must not run unaudited.
-        state.metrics.refusals.labels("AUDIT_UNAVAILABLE").inc()
-        state.log.warning(
-            "refused: the audit queue is full", extra={"request_id": request_id, "queued": waiting}
-        )
-        body = error_body("the audit log cannot keep up; try again", "AUDIT_UNAVAILABLE")
-        return _json(503, body, request_id, {"Retry-After": "1"})
     operations = graphql_request.operations
-    if len(operations) == 1:  # the common case: no task per request
-        outcomes = [await _run_operation(state, principal, operations[0], request)]
-    else:
-        outcomes = await asyncio.gather(
-            *(_run_operation(state, principal, op, request) for op in operations)
-        )
+    refusal = _admit(state, len(operations), request_id)
+    if refusal is not None:
+        return refusal
+    # Admitted: audit queue room and an in-flight slot are held until the records are queued.
+    state.in_flight += 1
+    state.audit_reserved += len(operations)
+    try:
+        if len(operations) == 1:  # the common case: no task per request
+            outcomes = [await _run_guarded(state, principal, operations[0], request)]
+        else:
+            outcomes = list(
+                await asyncio.gather(
+                    *(_run_guarded(state, principal, op, request) for op in operations)
+                )
+            )
+    finally:
+        state.in_flight -= 1
+        state.audit_reserved -= len(operations)
     recorded = [_record(state, request_id, principal, o, started) for o in outcomes]
     if not all(recorded):
         # Nothing leaves without its audit record.
@@ -89,6 +92,39 @@ async def handle_graphql(request: web.Request) -> web.StreamResponse:
     if graphql_request.batch:
         return _json(200, [o.body for o in outcomes], request_id)
     return _json(outcomes[0].status, outcomes[0].body, request_id)
+
+
+def _admit(state: SidecarState, operations: int, request_id: str) -> web.Response | None:
+    """A 503 when the sidecar cannot take the request now, before anything is forwarded."""
+    if state.in_flight >= state.config.limits.max_in_flight:
+        state.metrics.refusals.labels("BUSY").inc()
+        body = error_body("too many requests in flight; try again", "BUSY")
+        return _json(503, body, request_id, {"Retry-After": "1"})
+    # Room for every record of the request, counting requests already admitted: on one event
+    # loop this check and the reservation after it cannot interleave with another request.
+    waiting = (state.audit.queue_depth if state.audit is not None else 0) + state.audit_reserved
+    if waiting + operations > state.config.audit.max_queue:
+        # A mutation must not run unaudited.
+        state.metrics.refusals.labels("AUDIT_UNAVAILABLE").inc()
+        state.log.warning(
+            "refused: the audit queue is full", extra={"request_id": request_id, "queued": waiting}
+        )
+        body = error_body("the audit log cannot keep up; try again", "AUDIT_UNAVAILABLE")
+        return _json(503, body, request_id, {"Retry-After": "1"})
+    return None
+
+
+async def _run_guarded(
+    state: SidecarState, principal: Principal, op: OperationRequest, request: web.Request
+) -> Outcome:
+    """One operation; an unexpected failure becomes its own 500 outcome (still audited)."""
+    try:
+        return await _run_operation(state, principal, op, request)
+    except Exception:
+        state.log.exception("operation failed", extra={"operation": op.operation_name})
+        outcome = Outcome(500, error_body("internal error", "INTERNAL_ERROR"))
+        outcome.detail = "INTERNAL_ERROR"
+        return outcome
 
 
 async def _run_operation(
@@ -119,7 +155,7 @@ async def _run_operation(
         )
 
     outcome.policy_version = plan.policy_version
-    outcome.preview = state.config.in_preview(plan.operation_name)
+    outcome.preview = state.config.in_preview(outcome.document_hash or "")
     if plan.denied:
         outcome.report.denied = True
         outcome.detail = "DENIED"  # in preview: what enforcement would have done
@@ -144,8 +180,9 @@ async def _run_operation(
         state.metrics.upstream_errors.labels(exc.code).inc()
         return _refuse(state, outcome, exc.status, exc.message, exc.code)
 
-    if state.config.policy.hide_unlocated_upstream_errors:
-        _hide_unlocated_errors(upstream)
+    _sanitise_upstream_errors(
+        upstream, keep_located=state.config.policy.upstream_error_messages == "located"
+    )
     try:
         if outcome.preview:
             outcome.report = runtime.redactor.preview(plan, upstream)
@@ -274,13 +311,47 @@ def _plan_errors(exc: PlanError) -> list[dict[str, Any]]:
     return errors
 
 
-def _hide_unlocated_errors(upstream: Any) -> None:
-    # An upstream error without a path may quote any value (a protected one too).
-    if not isinstance(upstream, dict) or not isinstance(upstream.get("errors"), list):
+def _sanitise_upstream_errors(upstream: dict[str, Any], *, keep_located: bool) -> None:
+    """Rebuild upstream errors from what may pass: message, path, locations, extensions.code.
+
+    A message may quote any value, protected ones included: it is replaced, unless
+    `keep_located` and the error has a path into the response (errors at redacted paths are
+    then dropped by the redaction itself).
+    """
+    errors = upstream.get("errors")
+    if errors is None:
         return
-    for i, error in enumerate(upstream["errors"]):
-        if not isinstance(error, dict) or not isinstance(error.get("path"), list):
-            upstream["errors"][i] = {"message": _UPSTREAM_ERROR_MESSAGE}
+    if not isinstance(errors, list):
+        upstream["errors"] = [{"message": _UPSTREAM_ERROR_MESSAGE}]
+        return
+    clean: list[Any] = []
+    for error in errors:
+        if not isinstance(error, dict):
+            continue
+        path = error.get("path")
+        if not (isinstance(path, list) and all(type(p) in (str, int) for p in path)):
+            path = None
+        located = path is not None and bool(path) and isinstance(path[0], str)
+        message = error.get("message")
+        keep = keep_located and located and isinstance(message, str)
+        entry: dict[str, Any] = {"message": message if keep else _UPSTREAM_ERROR_MESSAGE}
+        if path is not None:
+            entry["path"] = path
+        locations = error.get("locations")
+        if isinstance(locations, list):
+            entry["locations"] = [
+                {"line": loc["line"], "column": loc["column"]}
+                for loc in locations
+                if isinstance(loc, dict)
+                and type(loc.get("line")) is int
+                and type(loc.get("column")) is int
+            ]
+        extensions = error.get("extensions")
+        code = extensions.get("code") if isinstance(extensions, dict) else None
+        if isinstance(code, str) and len(code) <= 64 and code.replace("_", "").isalnum():
+            entry["extensions"] = {"code": code}
+        clean.append(entry)
+    upstream["errors"] = clean
 
 
 def _record(

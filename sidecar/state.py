@@ -69,6 +69,9 @@ class SidecarState:
         self.runtime: Runtime | None = None
         self.schema_error: str | None = None
         self._upstream_ok_at = 0.0
+        #: Requests being served, and audit records promised to them (see proxy._admit).
+        self.in_flight = 0
+        self.audit_reserved = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.metrics.add_cache_counters(self._cache_counters)
         self.metrics.audit_queue.set_function(

@@ -83,8 +83,12 @@ class UpstreamClient:
             raise UpstreamError(502, "the upstream client is not started", "UPSTREAM_UNAVAILABLE")
         send = {**headers, "Content-Type": "application/json", "Accept": "application/json"}
         try:
-            async with self._session.post(self.config.url, data=body, headers=send) as response:
-                if response.status >= 500:
+            async with self._session.post(
+                self.config.url, data=body, headers=send, allow_redirects=False
+            ) as response:
+                # 200, or 400 for a request it refused; anything else (a redirect, 401, 5xx, ...)
+                # is not a GraphQL answer to pass on.
+                if response.status not in (200, 400):
                     raise UpstreamError(
                         502, f"the upstream failed with HTTP {response.status}", "UPSTREAM_ERROR"
                     )
@@ -99,9 +103,12 @@ class UpstreamClient:
                 502, f"the upstream is unreachable ({type(exc).__name__})", "UPSTREAM_UNAVAILABLE"
             ) from None
         try:
-            return loads(raw)
+            decoded = loads(raw)
         except ValueError:
             raise UpstreamError(502, "the upstream answered invalid JSON", "BAD_UPSTREAM") from None
+        if not isinstance(decoded, dict) or not ("data" in decoded or "errors" in decoded):
+            raise UpstreamError(502, "the upstream did not answer a GraphQL result", "BAD_UPSTREAM")
+        return decoded
 
     async def _read_limited(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self.config.max_response_bytes

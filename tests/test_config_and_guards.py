@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from intelgraph_privacy.errors import ConfigError
 from sidecar.errors import ClientError
 from sidecar.guards import check_document, measure
 
+SHADOW_HASH = hashlib.sha256(b"query Shadow { people { name } }").hexdigest()
 MINIMAL = {
     "upstream.url": "http://127.0.0.1:1/graphql",
     "auth.jwks": "jwks.json",
@@ -33,7 +35,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         environ={
             "INTELGRAPH_UPSTREAM__TIMEOUT_SECONDS": "7.5",
             "INTELGRAPH_LIMITS__MAX_DEPTH": "4",
-            "INTELGRAPH_PREVIEW__OPERATIONS": "[Shadow, Other]",
+            "INTELGRAPH_PREVIEW__DOCUMENTS": f"[{SHADOW_HASH}]",
             "INTELGRAPH_PREVIEW__ENABLED": "false",
             "INTELGRAPH_LOG_LEVEL": "DEBUG",
             "INTELGRAPH_DEMO": "true",  # not a setting: the demo switch is not settable
@@ -42,15 +44,14 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     )
     assert config.upstream.timeout_seconds == 7.5
     assert config.limits.max_depth == 4
-    assert config.preview.operations == ("Shadow", "Other")
+    assert config.preview.documents == (SHADOW_HASH,)
     assert config.log_level == "DEBUG"
     assert config.demo is False
     # Relative paths in the file are relative to the file.
     assert config.auth.jwks == str(tmp_path / "keys" / "jwks.json")
     assert config.policy.pseudonym_key_file == tmp_path / "secret.key"
     assert config.policy.catalog == tmp_path / "catalog.yaml"
-    assert config.in_preview("Shadow") and not config.in_preview("Main")
-    assert not config.in_preview(None)
+    assert config.in_preview(SHADOW_HASH) and not config.in_preview("0" * 64)
 
 
 def test_bad_values_name_the_setting() -> None:
@@ -58,8 +59,23 @@ def test_bad_values_name_the_setting() -> None:
         load_config(environ={}, overrides={**MINIMAL, "limits.max_batch": 0})
     with pytest.raises(ConfigError, match=r"auth\.leeway_seconds"):
         load_config(environ={}, overrides={**MINIMAL, "auth.leeway_seconds": 120})
-    with pytest.raises(ConfigError, match="INTELGRAPH_PREVIEW__OPERATIONS"):
-        load_config(environ={"INTELGRAPH_PREVIEW__OPERATIONS": "[unclosed"}, overrides=MINIMAL)
+    with pytest.raises(ConfigError, match="INTELGRAPH_PREVIEW__DOCUMENTS"):
+        load_config(environ={"INTELGRAPH_PREVIEW__DOCUMENTS": "[unclosed"}, overrides=MINIMAL)
+    # An operation name is not a document hash: a client chooses its operation names.
+    with pytest.raises(ConfigError, match="is not a document hash"):
+        load_config(environ={}, overrides={**MINIMAL, "preview.documents": ["Shadow"]})
+    with pytest.raises(ConfigError, match="cannot be forwarded: content-length, host"):
+        load_config(
+            environ={},
+            overrides={
+                **MINIMAL,
+                "upstream.forward_headers": ["Authorization", "Host", "content-length"],
+            },
+        )
+    allowed = load_config(
+        environ={}, overrides={**MINIMAL, "upstream.forward_headers": ["Authorization"]}
+    )
+    assert allowed.upstream.forward_headers == ("authorization",)
     with pytest.raises(ConfigError, match="Extra inputs are not permitted"):
         load_config(environ={}, overrides={**MINIMAL, "limits.max_dept": 3})
 

@@ -490,9 +490,7 @@ def test_worker_threads_and_reloads_never_share_an_engine(
         who = [principal("analyst"), principal("investigator"), principal("high-clearance")]
         with ThreadPoolExecutor(max_workers=3) as pool:
             for round_ in range(3):
-                results = list(
-                    pool.map(lambda p: engine.decide(p, coords, demo_catalog), who * 4)
-                )
+                results = list(pool.map(lambda p: engine.decide(p, coords, demo_catalog), who * 4))
                 assert all(r.policy_version == engine.version for r in results)
                 # A new bundle, compiled on this thread, while the workers keep their engines.
                 write(policy_dir / "extra.rego", f"package intelgraph.extra\nx := {round_}\n")

@@ -387,6 +387,15 @@ redact contains field if {
 """
 
 
+SHADOW_QUERY = "query Shadow { people(first: 2) { id ssn email } }"
+
+
+def sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @pytest.fixture(scope="module")
 def custom_policy_sidecar(
     upstream: RecordingUpstream, test_keys: SigningKeys, tmp_path_factory: pytest.TempPathFactory
@@ -403,7 +412,7 @@ def custom_policy_sidecar(
         upstream.graphql_url,
         test_keys,
         tmp_path_factory.mktemp("custom"),
-        **{"policy.policies": str(policies), "preview.operations": ["Shadow"]},
+        **{"policy.policies": str(policies), "preview.documents": [sha256(SHADOW_QUERY)]},
     )
     yield running
     running.server.stop()
@@ -437,9 +446,10 @@ def test_preview_per_operation_returns_data_unchanged_and_audits(
     custom_policy_sidecar: Sidecar, test_keys: SigningKeys, sample_db: Path
 ) -> None:
     token = test_keys.token(*ANALYST)
-    shadow = custom_policy_sidecar.query(
-        "query Shadow { people(first: 2) { id ssn email } }", token
-    )
+    shadow = custom_policy_sidecar.query(SHADOW_QUERY, token)
+    # The same operation name in another document is not in preview: names are the client's.
+    spoof = custom_policy_sidecar.query("query Shadow { people(first: 2) { ssn } }", token)
+    assert all(p["ssn"] is None for p in spoof.json["data"]["people"])
     enforced = custom_policy_sidecar.query(
         "query Enforced { people(first: 2) { id ssn email } }", token
     )
@@ -451,10 +461,12 @@ def test_preview_per_operation_returns_data_unchanged_and_audits(
     custom_policy_sidecar.flush_audit()
     store = custom_policy_sidecar.state.store
     assert store is not None
-    entries = {e.record.operation_name: e.record for e in AuditLog(store).tail(20)}
-    assert entries["Shadow"].mode == "preview"
-    assert entries["Shadow"].redacted["Person.ssn"] == {"null": 2}
-    assert entries["Enforced"].mode == "enforce"
+    entries = {e.record.document_hash: e.record for e in AuditLog(store).tail(20)}
+    shadowed = entries[sha256(SHADOW_QUERY)]
+    assert shadowed.mode == "preview"
+    assert shadowed.redacted["Person.ssn"] == {"null": 2}
+    assert entries[sha256("query Shadow { people(first: 2) { ssn } }")].mode == "enforce"
+    assert entries[sha256("query Enforced { people(first: 2) { id ssn email } }")].mode == "enforce"
 
 
 def test_preview_records_a_deny_it_did_not_enforce(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,9 +55,23 @@ def misbehaving_upstream() -> web.Application:
                     "errors": [
                         {"message": f"row {SECRET} failed"},
                         {"message": f"also {SECRET}", "path": None},
+                        {"message": f"empty {SECRET}", "path": []},
+                        {"message": f"index {SECRET}", "path": [0]},
+                        {
+                            "message": f"kept path {SECRET}",
+                            "path": ["people", 0, "name"],
+                            "locations": [{"line": 1, "column": 3, "note": SECRET}],
+                            "extensions": {"code": "RESOLVER", "stacktrace": [SECRET]},
+                        },
                     ],
                 }
             )
+        if mode == "401":
+            return web.json_response({"message": f"unauthorized {SECRET}"}, status=401)
+        if mode == "redirect":
+            raise web.HTTPFound(f"/elsewhere?{SECRET}")
+        if mode == "no-result":
+            return web.json_response({"message": SECRET})
         raise AssertionError(mode)
 
     app.router.add_post("/graphql", graphql)
@@ -101,6 +116,10 @@ def set_mode(server: AppThread, mode: str) -> None:
         ("5xx", 502, "UPSTREAM_ERROR"),
         ("bad-json", 502, "BAD_UPSTREAM"),
         ("huge", 502, "BAD_UPSTREAM"),
+        ("401", 502, "UPSTREAM_ERROR"),
+        ("redirect", 502, "UPSTREAM_ERROR"),
+        ("no-result", 502, "BAD_UPSTREAM"),
+        ("not-object", 502, "BAD_UPSTREAM"),
     ],
 )
 def test_upstream_failures_never_pass_data(
@@ -123,18 +142,6 @@ def test_upstream_failures_never_pass_data(
     assert SECRET not in reply.raw.decode()
 
 
-def test_upstream_answer_that_is_not_an_object(
-    guarded: Sidecar, bad_upstream: AppThread, test_keys: SigningKeys
-) -> None:
-    set_mode(bad_upstream, "not-object")
-    try:
-        reply = guarded.query(QUERY, test_keys.token())
-    finally:
-        set_mode(bad_upstream, "ok")
-    assert reply.json["data"] is None
-    assert SECRET not in reply.raw.decode()
-
-
 def test_unlocated_upstream_errors_are_not_quoted(
     guarded: Sidecar, bad_upstream: AppThread, test_keys: SigningKeys
 ) -> None:
@@ -145,7 +152,65 @@ def test_unlocated_upstream_errors_are_not_quoted(
         set_mode(bad_upstream, "ok")
     assert reply.status == 200
     assert SECRET not in reply.raw.decode()
-    assert {"message": "the upstream reported an error"} in reply.json["errors"]
+    errors = reply.json["errors"]
+    assert {"message": "the upstream reported an error"} in errors
+    # Even at a kept path, only message (replaced), path, locations and the code pass.
+    assert {
+        "message": "the upstream reported an error",
+        "path": ["people", 0, "name"],
+        "locations": [{"line": 1, "column": 3}],
+        "extensions": {"code": "RESOLVER"},
+    } in errors
+
+
+def test_located_upstream_messages_can_be_kept(
+    bad_upstream: AppThread, test_keys: SigningKeys, tmp_path: Path
+) -> None:
+    running = start_sidecar(
+        f"{bad_upstream.url}/graphql",
+        test_keys,
+        tmp_path,
+        **{"upstream.schema_sdl": SDL, "policy.upstream_error_messages": "located"},
+    )
+    set_mode(bad_upstream, "error-quoting")
+    try:
+        reply = running.query(QUERY, test_keys.token())
+    finally:
+        set_mode(bad_upstream, "ok")
+        running.server.stop()
+    messages = [e["message"] for e in reply.json["errors"]]
+    # Kept: the one at a path into the response; replaced: no path, [] and [0].
+    assert f"kept path {SECRET}" in messages
+    assert messages.count("the upstream reported an error") == 4
+
+
+def test_requests_in_flight_are_capped(
+    bad_upstream: AppThread, test_keys: SigningKeys, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    running = start_sidecar(
+        f"{bad_upstream.url}/graphql",
+        test_keys,
+        tmp_path,
+        **{
+            "upstream.schema_sdl": SDL,
+            "limits.max_in_flight": 1,
+            "upstream.timeout_seconds": 5,
+        },
+    )
+    set_mode(bad_upstream, "slow")
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            first = pool.submit(running.query, QUERY, test_keys.token("hana", ("high-clearance",)))
+            time.sleep(0.5)
+            second = running.query(QUERY, test_keys.token())
+            assert second.status == 503
+            assert second.json["errors"][0]["extensions"]["code"] == "BUSY"
+            assert first.result().status == 200
+    finally:
+        set_mode(bad_upstream, "ok")
+        running.server.stop()
 
 
 def test_working_upstream_is_redacted(guarded: Sidecar, test_keys: SigningKeys) -> None:
