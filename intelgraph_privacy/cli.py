@@ -98,6 +98,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[
     audit_commands = audit.add_subparsers(title="audit commands")
     verify = audit_commands.add_parser("verify", help="check the audit log's hash chain")
     add_store_arguments(verify)
+    verify.add_argument(
+        "--anchor",
+        metavar="SEQ:HASH",
+        help="an entry recorded earlier: also detects deleted newest records",
+    )
     verify.set_defaults(run=_audit_verify)
     return parser, commands
 
@@ -128,6 +133,10 @@ def open_store_from_args(args: argparse.Namespace) -> Store:
         url, data_dir = settings.url, settings.data_dir
     if url is None and not (data_dir / SQLITE_FILE_NAME).is_file():
         raise ConfigError(f"no store in {data_dir} (expected {data_dir / SQLITE_FILE_NAME})")
+    if url is not None and url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///").split("?")[0])
+        if not path.is_file():
+            raise ConfigError(f"no store at {path}")
     return open_store(url, data_dir=data_dir, migrate=False)
 
 
@@ -191,9 +200,15 @@ def _token_issue(args: argparse.Namespace) -> int:
 def _audit_verify(args: argparse.Namespace) -> int:
     from intelgraph_privacy.audit import AuditLog
 
+    anchor = None
+    if args.anchor:
+        seq, _, digest = args.anchor.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise ConfigError("--anchor takes SEQ:HASH, e.g. 42:3f5a... (64 hex digits)")
+        anchor = (int(seq), digest)
     store = open_store_from_args(args)
     try:
-        result = AuditLog(store).verify()
+        result = AuditLog(store).verify(anchor=anchor)
     finally:
         store.close()
     if result.ok:

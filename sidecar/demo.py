@@ -58,7 +58,9 @@ class DemoOptions:
 
 def demo_config(options: DemoOptions) -> SidecarConfig:
     """The sidecar configuration of the demo (environment variables still apply)."""
+    # The environment is not read: a production INTELGRAPH_* setting must never reach the demo.
     return load_config(
+        environ={},
         overrides={
             "demo": True,
             "listen.host": options.host,
@@ -67,7 +69,7 @@ def demo_config(options: DemoOptions) -> SidecarConfig:
             "policy.catalog": str(options.catalog),
             "policy.policies": str(options.policies),
             "store.data_dir": str(options.data_dir),
-        }
+        },
     )
 
 
@@ -88,6 +90,12 @@ def demo_token(sub: str, roles: tuple[str, ...], purpose: str, ttl: int = TOKEN_
 
 async def run_demo(options: DemoOptions, *, out: TextIO) -> None:
     """Generate the sample data, serve both apps, print how to try them; run until stopped."""
+    if options.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"WARNING: listening on {options.host}: anyone who can reach it can sign tokens with "
+            "the public demo key.",
+            file=out,
+        )
     options.data_dir.mkdir(parents=True, exist_ok=True)
     print(
         f"Preparing the sample graph ({options.people} people) in {options.data_dir} ...", file=out

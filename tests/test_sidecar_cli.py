@@ -301,3 +301,40 @@ def test_sidecar_refuses_bad_configuration(tmp_path: Path, text: str, message: s
     done = run_cli("sidecar", "--config", str(config))
     assert done.returncode == 1
     assert message in done.stderr, done.stderr
+
+
+def test_audit_verify_with_an_anchor_catches_deleted_newest_records(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from intelgraph_privacy.audit import AuditLog, AuditRecord
+    from intelgraph_privacy.store import open_store
+
+    store = open_store(None, data_dir=tmp_path)
+    log = AuditLog(store)
+    log.append(
+        [
+            AuditRecord(
+                ts=datetime.now(UTC), request_id=f"r{i}", sub="s", tenant="t", purpose="p",
+                operation_name=None, operation_type=None, document_hash=None, redacted={},
+                policy_version=None, catalog_version=None, status=401, mode="enforce",
+            )
+            for i in range(4)
+        ]
+    )  # fmt: skip
+    newest = log.tail(1)[0]
+    anchor = f"{newest.seq}:{newest.hash}"
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit_log WHERE seq = 4"))
+    store.close()
+    # Without the anchor, a log missing its newest record still looks intact...
+    assert run_cli("audit", "verify", "--data-dir", str(tmp_path)).returncode == 0
+    # ...with it, the deletion shows.
+    done = run_cli("audit", "verify", "--data-dir", str(tmp_path), "--anchor", anchor)
+    assert done.returncode == 1, done.stdout
+    done = run_cli("audit", "verify", "--data-dir", str(tmp_path), "--anchor", "x:y")
+    assert done.returncode == 1 and "--anchor takes SEQ:HASH" in done.stderr
+    missing = run_cli("audit", "verify", "--store", f"sqlite:///{tmp_path}/absent.sqlite3")
+    assert missing.returncode == 1 and "no store at" in missing.stderr
+    assert not (tmp_path / "absent.sqlite3").exists()

@@ -163,7 +163,10 @@ class Redactor:
             self.schema, operation.variable_definitions or (), dict(variables)
         )
         if isinstance(result, list):
-            raise PlanError("invalid variables", [dict(e.formatted) for e in result])
+            raise PlanError(
+                "invalid variables",
+                [_without_suggestions(dict(e.formatted)) for e in result],
+            )
         return dict(result.coerced)
 
     def apply(self, plan: Plan, response: Any) -> Redacted:
