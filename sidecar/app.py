@@ -12,7 +12,7 @@ from intelgraph_privacy.codec import dumps
 from intelgraph_privacy.config import SidecarConfig
 from sidecar.errors import error_body
 from sidecar.logs import get_logger
-from sidecar.proxy import STATE, handle_graphql
+from sidecar.proxy import STATE, handle_graphql, request_id_of
 from sidecar.state import SidecarState
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -47,6 +47,7 @@ async def _fail_closed(request: web.Request, handler: Handler) -> web.StreamResp
             body=dumps(error_body("internal error", "INTERNAL_ERROR")),
             status=500,
             content_type="application/json",
+            headers={"X-Request-Id": request_id_of(request)},
         )
 
 

@@ -57,7 +57,7 @@ class DemoOptions:
 
 
 def demo_config(options: DemoOptions) -> SidecarConfig:
-    """The sidecar configuration of the demo (environment variables still apply)."""
+    """The sidecar configuration of the demo (`INTELGRAPH_*` environment variables are ignored)."""
     # The environment is not read: a production INTELGRAPH_* setting must never reach the demo.
     return load_config(
         environ={},

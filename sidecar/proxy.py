@@ -53,7 +53,7 @@ class Outcome:
 async def handle_graphql(request: web.Request) -> web.StreamResponse:
     """POST and GET /graphql."""
     state = request.app[STATE]
-    request_id = _request_id(request)
+    request_id = request_id_of(request)
     started = time.perf_counter()
     principal: Principal | None = None
     try:
@@ -404,7 +404,8 @@ def _record(
     return audited
 
 
-def _request_id(request: web.Request) -> str:
+def request_id_of(request: web.Request) -> str:
+    """The client's X-Request-Id when it is a sane token, else a fresh one."""
     supplied = request.headers.get(_REQUEST_ID_HEADER, "")
     if 0 < len(supplied) <= 64 and supplied.replace("-", "").isalnum():
         return supplied
