@@ -66,6 +66,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _method_not_allowed(request: web.Request) -> web.Response:
+    request.app[STATE].metrics.refusals.labels("METHOD_NOT_ALLOWED").inc()
     return web.Response(
         body=dumps(error_body("/graphql takes GET and POST", "METHOD_NOT_ALLOWED")),
         status=405,

@@ -301,6 +301,10 @@ def test_content_type_and_method(sidecar: Sidecar, test_keys: SigningKeys) -> No
     assert reply.status == 415 and errors_of(reply.json) == ["UNSUPPORTED_MEDIA_TYPE"]
     reply = http("PUT", sidecar.url, body=b"{}", headers={"Authorization": f"Bearer {token}"})
     assert reply.status == 405 and errors_of(reply.json) == ["METHOD_NOT_ALLOWED"]
+    assert (
+        'intelgraph_refusals_total{code="METHOD_NOT_ALLOWED"}'
+        in sidecar.get("/metrics").raw.decode()
+    )
     reply = http(
         "POST",
         sidecar.url,
