@@ -51,13 +51,18 @@ class FieldEntry(BaseModel):
     #: Band width used when the field is generalised (age 37 -> 30 with band 10).
     band: float = Field(default=10.0, gt=0)
 
-    def policy_input(self, coordinate: str) -> dict[str, Any]:
-        """The entry as the Rego policies read it (`input.field`)."""
+    def policy_input(self, coordinate: str, *, operation: bool = False) -> dict[str, Any]:
+        """The entry as the Rego policies read it (`input.field`).
+
+        `operation` says the coordinate is a root field (`Query.x`, `Mutation.y`): the
+        operation itself, which policies refuse (deny) rather than null.
+        """
         type_name, _, field_name = coordinate.partition(".")
         return {
             "name": coordinate,
             "type": type_name,
             "field": field_name,
+            "operation": operation,
             "sensitivity": self.sensitivity,
             "categories": list(self.categories),
             "purposes": list(self.purposes),
@@ -98,6 +103,11 @@ class Catalog:
         self._declared = dict(entries)
         _check_coordinates(schema, self._declared, source)
         self._resolved = self._resolve_all()
+        self._root_types = frozenset(
+            t.name
+            for t in (schema.query_type, schema.mutation_type, schema.subscription_type)
+            if t is not None
+        )
         #: Content hash: decisions cached under one catalog are not reused under another.
         # Hash what coordinates resolve to (not only what is written): the same file over
         # another schema can resolve differently through interfaces.
@@ -107,6 +117,10 @@ class Catalog:
     def declared(self) -> Mapping[str, FieldEntry]:
         """The entries as written in the catalog."""
         return self._declared
+
+    def is_operation(self, coordinate: str) -> bool:
+        """Whether `Type.field` is a root field (an operation the schema offers)."""
+        return coordinate.partition(".")[0] in self._root_types
 
     def entry(self, coordinate: str) -> FieldEntry:
         """The entry for `Type.field`: declared, else inherited from an interface, else default."""

@@ -115,6 +115,72 @@ class AuthConfig(_Section):
     leeway_seconds: int = Field(default=30, ge=0, le=60)
     #: How often a JWKS URL is fetched again (key rotation).
     jwks_refresh_seconds: float = Field(default=300.0, ge=0)
+    #: The purpose vocabulary: a token whose purpose is not in it is refused.
+    purposes: Path = Path("presets/purposes.yaml")
+    #: Tokens issued longer ago than this are refused, whatever their exp says.
+    max_token_age_seconds: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
+    #: Refuse tokens without a jti (a token without one cannot be revoked).
+    require_jti: bool = True
+    #: Tokens longer than this are refused before they are parsed.
+    max_token_bytes: int = Field(default=8192, ge=512, le=65536)
+
+
+class ClaimMappingConfig(_Section):
+    """Where our claims are in the identity provider's tokens (names of its claims)."""
+
+    sub: str = "sub"
+    tenant: str | None = "tenant"
+    roles: str = "roles"
+    region: str | None = "region"
+    clearance: str | None = "clearance"
+    #: The tenant of every subject, for providers whose tokens name none.
+    fixed_tenant: str | None = None
+
+    @model_validator(mode="after")
+    def _tenant_known(self) -> ClaimMappingConfig:
+        if self.tenant is None and self.fixed_tenant is None:
+            raise ValueError("set claims.tenant (a claim name) or claims.fixed_tenant")
+        return self
+
+
+class SubjectTokenConfig(_Section):
+    """The identity provider whose broad tokens /token/exchange accepts."""
+
+    #: The provider's JWKS: a file path or an https:// URL.
+    jwks: str | None = None
+    issuer: str | None = None
+    #: The audience the provider puts in tokens meant for the exchange.
+    audience: str | None = None
+    algorithms: tuple[str, ...] = ("EdDSA", "ES256", "RS256")
+    claims: ClaimMappingConfig = ClaimMappingConfig()
+
+
+class TokenExchangeConfig(_Section):
+    """POST /token/exchange (RFC 8693): broad token + purpose -> short-lived purpose-bound token."""
+
+    enabled: bool = False
+    #: The private JWK that signs exchanged tokens; its public key must be in auth.jwks.
+    signing_key_file: Path | None = None
+    #: Life of an exchanged token (also capped by the purpose and the subject token's exp).
+    ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    subject: SubjectTokenConfig = SubjectTokenConfig()
+
+    @model_validator(mode="after")
+    def _complete(self) -> TokenExchangeConfig:
+        if self.enabled:
+            missing = [
+                name
+                for name, value in (
+                    ("signing_key_file", self.signing_key_file),
+                    ("subject.jwks", self.subject.jwks),
+                    ("subject.issuer", self.subject.issuer),
+                    ("subject.audience", self.subject.audience),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"token exchange is enabled but {', '.join(missing)} unset")
+        return self
 
 
 class LimitsConfig(_Section):
@@ -144,6 +210,11 @@ class PolicyConfig(_Section):
     #: every one with a generic message; `located` keeps those whose path leads to a field the
     #: plan keeps. Either way only message, path, locations and extensions.code pass.
     upstream_error_messages: Literal["hide", "located"] = "hide"
+    #: How stale the shared state (admin redaction rules, revoked tokens) may be when a request
+    #: is served. 0: every request waits for a read of the store that started after it arrived,
+    #: so a change made through any replica applies to the next request everywhere. A store that
+    #: cannot be read then fails requests closed (503), never serves under old rules.
+    shared_state_max_age_seconds: float = Field(default=0.0, ge=0, le=60)
 
 
 class PreviewConfig(_Section):
@@ -196,6 +267,7 @@ class SidecarConfig(_Section):
     preview: PreviewConfig = PreviewConfig()
     store: StoreConfig = StoreConfig()
     audit: AuditConfig = AuditConfig()
+    token_exchange: TokenExchangeConfig = TokenExchangeConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: Set only by `intelgraph-privacy demo`: accepts the demo signing key and serves its JWKS.
     demo: bool = False
@@ -268,6 +340,8 @@ _PATH_KEYS = {
     ("policy", "policies"),
     ("policy", "pseudonym_key_file"),
     ("store", "data_dir"),
+    ("auth", "purposes"),
+    ("token_exchange", "signing_key_file"),
 }
 
 
@@ -276,9 +350,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         block = raw.get(section)
         if isinstance(block, dict) and isinstance(block.get(key), str):
             block[key] = str(base / block[key])
-    auth = raw.get("auth")
-    if isinstance(auth, dict) and isinstance(auth.get("jwks"), str) and "://" not in auth["jwks"]:
-        auth["jwks"] = str(base / auth["jwks"])
+    exchange = raw.get("token_exchange")
+    for block in (raw.get("auth"), exchange.get("subject") if isinstance(exchange, dict) else None):
+        if isinstance(block, dict) and isinstance(block.get("jwks"), str):
+            if "://" not in block["jwks"]:
+                block["jwks"] = str(base / block["jwks"])
     return raw
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+#: Sensitivity tiers a token may say its holder is cleared for (the catalog's sensitivities).
+Clearance = Literal["low", "medium", "high", "restricted"]
 
 
 class Principal(BaseModel):
@@ -17,6 +21,7 @@ class Principal(BaseModel):
     roles: tuple[str, ...] = ()
     purpose: str = Field(min_length=1)
     region: str | None = None
+    clearance: Clearance | None = None
 
     @field_validator("roles", mode="before")
     @classmethod
@@ -26,9 +31,9 @@ class Principal(BaseModel):
             raise ValueError("roles must be a list of strings, not one string")
         return tuple(sorted(set(value)))
 
-    def cache_key(self) -> tuple[str, str, tuple[str, ...], str, str | None]:
+    def cache_key(self) -> tuple[str, str, tuple[str, ...], str, str | None, str | None]:
         """Every attribute the policy can read, as a hashable key."""
-        return (self.sub, self.tenant, self.roles, self.purpose, self.region)
+        return (self.sub, self.tenant, self.roles, self.purpose, self.region, self.clearance)
 
     def policy_input(self) -> dict[str, Any]:
         """The principal as the Rego policies read it (`input.user`)."""
@@ -38,4 +43,5 @@ class Principal(BaseModel):
             "roles": list(self.roles),
             "purpose": self.purpose,
             "region": self.region,
+            "clearance": self.clearance,
         }

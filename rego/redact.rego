@@ -11,16 +11,36 @@ roles := {r | some r in input.user.roles}
 
 purpose_listed if input.user.purpose in input.field.purposes
 
-# Purpose binding: a field that lists the purposes it serves serves no other.
-redact contains input.field.name if {
+# Purpose binding: a field that lists the purposes it serves serves no other. A field is nulled;
+# an operation (a root field such as Query.cohort) is refused as a whole.
+purpose_bound if {
 	count(input.field.purposes) > 0
 	not purpose_listed
 }
 
-# high: only readers with role high-clearance.
+redact contains input.field.name if {
+	purpose_bound
+	not input.field.operation
+}
+
+deny contains input.field.name if {
+	purpose_bound
+	input.field.operation
+}
+
+# Clearance comes from a role or from the token's clearance claim.
+high_cleared if "high-clearance" in roles
+
+high_cleared if input.user.clearance in {"high", "restricted"}
+
+restricted_role if "restricted-clearance" in roles
+
+restricted_role if input.user.clearance == "restricted"
+
+# high: only readers cleared for high.
 redact contains input.field.name if {
 	input.field.sensitivity == "high"
-	not "high-clearance" in roles
+	not high_cleared
 }
 
 # restricted: role restricted-clearance and a purpose the field lists explicitly.
@@ -30,7 +50,7 @@ redact contains input.field.name if {
 }
 
 restricted_cleared if {
-	"restricted-clearance" in roles
+	restricted_role
 	purpose_listed
 }
 

@@ -6,16 +6,21 @@ import rego.v1
 field(name, sensitivity, extra) := object.union(
 	{
 		"name": name, "type": split(name, ".")[0], "field": split(name, ".")[1],
-		"sensitivity": sensitivity, "categories": [], "purposes": [],
+		"operation": false, "sensitivity": sensitivity, "categories": [], "purposes": [],
 		"quasi_identifier": false, "subject_key": false,
 		"residency": null, "retention": null, "reduce": "mask",
 	},
 	extra,
 )
 
-action(roles, purpose, f) := a if {
+action(roles, purpose, f) := cleared_action(roles, purpose, null, f)
+
+cleared_action(roles, purpose, clearance, f) := a if {
 	a := data.intelgraph.decision.actions[f.name] with input as {
-		"user": {"sub": "u1", "tenant": "t1", "roles": roles, "purpose": purpose, "region": null},
+		"user": {
+			"sub": "u1", "tenant": "t1", "roles": roles, "purpose": purpose,
+			"region": null, "clearance": clearance,
+		},
 		"fields": [f],
 	}
 }
@@ -90,4 +95,29 @@ test_every_touched_field_gets_an_action if {
 		"fields": [ssn, email, city],
 	}
 	actions == {"Person.ssn": "null", "Person.email": "mask", "Person.city": "keep"}
+}
+
+test_purpose_binding_refuses_operations_for_other_purposes if {
+	cohort := field("Query.cohort", "low", {"operation": true, "purposes": ["analytics"]})
+	action(["analyst"], "analytics", cohort) == "keep"
+	action(["analyst"], "investigation", cohort) == "deny"
+	action(["admin"], "administration", cohort) == "deny"
+}
+
+test_operations_without_listed_purposes_serve_every_purpose if {
+	people := field("Query.people", "low", {"operation": true})
+	action(["analyst"], "export", people) == "keep"
+}
+
+test_clearance_claim_clears_high_fields if {
+	cleared_action(["investigator"], "investigation", "high", ssn) == "keep"
+	cleared_action(["investigator"], "investigation", "restricted", ssn) == "keep"
+	cleared_action(["investigator"], "investigation", "medium", ssn) == "null"
+}
+
+test_restricted_clearance_claim_still_needs_a_listed_purpose if {
+	f := field("Case.informant", "restricted", {"purposes": ["investigation"]})
+	cleared_action([], "investigation", "restricted", f) == "keep"
+	cleared_action([], "analytics", "restricted", f) == "null"
+	cleared_action([], "investigation", "high", f) == "null"
 }

@@ -1,5 +1,6 @@
 """Rego policies on regorus: bundles, the per-request decision, hot reload and Rego tests."""
 
+from intelgraph_privacy.policy.abac import ABAC_RULE, AbacGuard
 from intelgraph_privacy.policy.bundle import (
     PolicyBundle,
     RegoFile,
@@ -17,7 +18,9 @@ from intelgraph_privacy.policy.engine import (
 from intelgraph_privacy.policy.rego_tests import RegoTestResult, run_rego_tests
 
 __all__ = [
+    "ABAC_RULE",
     "DECISION_RULE",
+    "AbacGuard",
     "Decision",
     "PolicyBundle",
     "PolicyEngine",

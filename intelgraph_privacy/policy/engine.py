@@ -103,11 +103,28 @@ class PolicyEngine:
         self.stats.misses += 1
         entries = {c: catalog.entry(c) for c in coordinates}
         # No lock: each thread evaluates on an engine of its own (see PolicyBundle.thread_engine).
-        decision = Decision(evaluate(bundle, principal, entries), bundle.version)
+        operations = frozenset(c for c in coordinates if catalog.is_operation(c))
+        decision = Decision(
+            evaluate(bundle, principal, entries, operations=operations), bundle.version
+        )
         self.stats.evaluations += 1
         with self._cache_lock:
             self._cache[key] = decision
         return decision
+
+    def query(self, rule: str, policy_input: Mapping[str, Any]) -> Any:
+        """Evaluate one rule of the serving bundle (e.g. `data.intelgraph.abac.granted`).
+
+        Sets come back as Python sets. PolicyError when the rule is undefined or fails: callers
+        treat that as a refusal.
+        """
+        bundle = self._bundle
+        try:
+            engine = bundle.thread_engine()
+            engine.set_input_json(dumps(policy_input).decode())
+            return engine.eval_rule(rule)
+        except RuntimeError as exc:
+            raise PolicyError(f"policy rule {rule} failed: {rego_error(exc)}") from exc
 
     def reload(self) -> ReloadResult:
         """Compile and test the source again; swap it in only if it passes."""
@@ -165,12 +182,18 @@ def evaluate(
     principal: Principal,
     entries: Mapping[str, FieldEntry],
     *,
+    operations: frozenset[str] = frozenset(),
     lock: threading.Lock | None = None,
 ) -> dict[str, Action]:
-    """Evaluate the decision contract once for all `entries`; fail closed on any odd answer."""
+    """Evaluate the decision contract once for all `entries`; fail closed on any odd answer.
+
+    `operations` names the entries that are root fields (see `FieldEntry.policy_input`).
+    """
     policy_input = {
         "user": principal.policy_input(),
-        "fields": [entries[c].policy_input(c) for c in sorted(entries)],
+        "fields": [
+            entries[c].policy_input(c, operation=c in operations) for c in sorted(entries)
+        ],
     }
     encoded = dumps(policy_input).decode()
     try:

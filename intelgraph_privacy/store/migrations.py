@@ -70,6 +70,18 @@ def add_columns(table: Table, *names: str) -> MigrationFn:
 #: a released one (databases record which versions they have applied).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "audit log (hash-chained)", create_tables(schema.audit_log)),
+    Migration(
+        2,
+        "revoked tokens, redaction rules, state versions, cost shapes, RTBF jobs, access reviews",
+        create_tables(
+            schema.revoked_tokens,
+            schema.redaction_rules,
+            schema.state_versions,
+            schema.cost_shapes,
+            schema.rtbf_jobs,
+            schema.access_reviews,
+        ),
+    ),
 )
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -108,4 +109,79 @@ audit_log = Table(
     Column("batch_id", String(64)),
     Index(None, "ts"),
     Index(None, "batch_id"),
+)
+
+# -- purpose-bound tokens and the admin API (migration 2) --------------------------------------
+
+#: Revoked token ids. Rows past `expires_at` may be pruned: the token is refused as too old then.
+revoked_tokens = Table(
+    "revoked_tokens",
+    metadata,
+    Column("jti", String(255), primary_key=True),
+    Column("revoked_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("revoked_by", Text, nullable=False),
+    Column("reason", Text),
+    Index(None, "expires_at"),
+)
+
+#: Sensitivity tiers set through the admin API; they override the catalog file's entries.
+redaction_rules = Table(
+    "redaction_rules",
+    metadata,
+    Column("coordinate", String(255), primary_key=True),
+    Column("tier", String(16), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", Text, nullable=False),
+)
+
+#: One counter per kind of shared state (redaction rules, revocations). Every change bumps its
+#: counter in the same transaction, so replicas learn of changes with a one-row read.
+state_versions = Table(
+    "state_versions",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
+#: Cost caps a human approved (the cost engine applies them).
+cost_shapes = Table(
+    "cost_shapes",
+    metadata,
+    Column("id", BigKey, primary_key=True, autoincrement=True),
+    Column("op_id", String(255), nullable=False),
+    Column("tenant", Text, nullable=False),
+    Column("cap_usd", Float, nullable=False),
+    Column("approved_by", Text, nullable=False),
+    Column("approved_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Index(None, "op_id", "tenant"),
+)
+
+#: Right-to-be-forgotten jobs (the orchestrator works through them).
+rtbf_jobs = Table(
+    "rtbf_jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("subject_id", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("tenant", Text, nullable=False),
+    Column("requested_by", Text, nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "status"),
+)
+
+#: Access reviews (the SCIM module opens and closes them).
+access_reviews = Table(
+    "access_reviews",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("due_at", UTCDateTime),
+    Column("closed_at", UTCDateTime),
+    Index(None, "tenant", "status"),
 )
