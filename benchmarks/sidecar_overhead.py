@@ -66,7 +66,7 @@ from jwcrypto import jwk
 from intelgraph_privacy import PolicyEngine, Principal, Redactor, codec, load_catalog, load_schema
 from intelgraph_privacy.actions import Action
 from intelgraph_privacy.redact.native import native_walker
-from intelgraph_privacy.tokens import TokenVerifier, issue_token, load_jwks
+from intelgraph_privacy.tokens import TokenVerifier, issue_token, load_jwks, load_purposes
 from samplegraph import MAX_FIRST, SampleGraph, build_executable_schema, generate_database
 from samplegraph import execute_request as execute_sample_request
 
@@ -1009,7 +1009,12 @@ def run(args: argparse.Namespace, work_dir: Path) -> tuple[str, bool]:
     if profile_out is not None:
         print_profile(profile_out)
     # The in-process step costs, measured with the servers stopped.
-    verifier = TokenVerifier(load_jwks(str(jwks)), issuer=ISSUER, audience=AUDIENCE)
+    verifier = TokenVerifier(
+        load_jwks(str(jwks)),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        purposes=load_purposes(REPO / "presets" / "purposes.yaml"),
+    )
     steps = step_costs(
         redactor,
         verifier,

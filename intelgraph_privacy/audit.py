@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
 
-from sqlalchemy import Row, String, insert, select, type_coerce
+from sqlalchemy import Connection, Row, String, insert, select, type_coerce
 
 from intelgraph_privacy import codec
 from intelgraph_privacy.errors import PrivacyError
@@ -252,32 +252,47 @@ class AuditLog:
         if batch_id is not None and not 0 < len(batch_id) <= 64:
             raise AuditError("batch_id must be 1 to 64 characters")
         with self._store.begin() as connection:
-            self._store.lock(connection, _LOCK)
-            if batch_id is not None:
-                done = connection.scalar(
-                    select(audit_log.c.seq).where(audit_log.c.batch_id == batch_id).limit(1)
-                )
-                if done is not None:
-                    return int(done)
-            last = connection.execute(
-                select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-            ).first()
-            seq, prev_hash = (int(last.seq), str(last.hash)) if last else (0, GENESIS_HASH)
-            if not records:
-                return seq
-            rows: list[dict[str, Any]] = []
-            for record in records:
-                seq += 1
-                values = record.values()
-                digest = chain_hash(prev_hash, canonical_record(seq, values))
-                values["redacted"] = _canonical_redacted(record.redacted)
-                rows.append(
-                    {**values, "seq": seq, "prev_hash": prev_hash, "hash": digest, "batch_id": None}
-                )
-                prev_hash = digest
-            rows[-1]["batch_id"] = batch_id
-            connection.execute(insert(audit_log), rows)
+            return self.append_in(connection, records, batch_id=batch_id)
+
+    def append_in(
+        self,
+        connection: Connection,
+        records: Sequence[AuditRecord],
+        *,
+        batch_id: str | None = None,
+    ) -> int:
+        """`append` inside the caller's write transaction (from `Store.begin()`).
+
+        A change and its audit record then commit together or not at all.
+        """
+        if batch_id is not None and not 0 < len(batch_id) <= 64:
+            raise AuditError("batch_id must be 1 to 64 characters")
+        self._store.lock(connection, _LOCK)
+        if batch_id is not None:
+            done = connection.scalar(
+                select(audit_log.c.seq).where(audit_log.c.batch_id == batch_id).limit(1)
+            )
+            if done is not None:
+                return int(done)
+        last = connection.execute(
+            select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+        ).first()
+        seq, prev_hash = (int(last.seq), str(last.hash)) if last else (0, GENESIS_HASH)
+        if not records:
             return seq
+        rows: list[dict[str, Any]] = []
+        for record in records:
+            seq += 1
+            values = record.values()
+            digest = chain_hash(prev_hash, canonical_record(seq, values))
+            values["redacted"] = _canonical_redacted(record.redacted)
+            rows.append(
+                {**values, "seq": seq, "prev_hash": prev_hash, "hash": digest, "batch_id": None}
+            )
+            prev_hash = digest
+        rows[-1]["batch_id"] = batch_id
+        connection.execute(insert(audit_log), rows)
+        return seq
 
     def verify(self, *, anchor: tuple[int, str] | None = None) -> AuditVerification:
         """Check the whole chain, streaming rows in seq order; stop at the first bad row.

@@ -43,6 +43,8 @@ class FieldEntry(BaseModel):
     #: Purposes the field may serve; empty means every purpose.
     purposes: tuple[str, ...] = ()
     quasi_identifier: bool = False
+    #: An analytics operation (a root field): its rows leave only k-anonymous.
+    analytics: bool = False
     subject_key: bool = False
     residency: str | None = None
     retention: str | None = None
@@ -67,6 +69,7 @@ class FieldEntry(BaseModel):
             "categories": list(self.categories),
             "purposes": list(self.purposes),
             "quasi_identifier": self.quasi_identifier,
+            "analytics": self.analytics,
             "subject_key": self.subject_key,
             "residency": self.residency,
             "retention": self.retention,
@@ -117,6 +120,10 @@ class Catalog:
     def declared(self) -> Mapping[str, FieldEntry]:
         """The entries as written in the catalog."""
         return self._declared
+
+    def analytics_operations(self) -> list[str]:
+        """The root fields the catalog marks `analytics: true`, sorted."""
+        return sorted(c for c, e in self._resolved.items() if e.analytics and self.is_operation(c))
 
     def is_operation(self, coordinate: str) -> bool:
         """Whether `Type.field` is a root field (an operation the schema offers)."""

@@ -77,23 +77,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[
     explain.add_argument("--purpose", help="token purpose for every sample principal")
     explain.set_defaults(run=_explain)
 
-    token = commands.add_parser("token", help="issue tokens")
-    token_commands = token.add_subparsers(title="token commands")
-    issue = token_commands.add_parser("issue", help="print a signed bearer token")
-    issue.add_argument(
-        "--demo",
-        action="store_true",
-        required=True,
-        help="sign with the public demo key (only `intelgraph-privacy demo` accepts it)",
-    )
-    issue.add_argument("--sub", required=True)
-    issue.add_argument("--roles", default="", help="comma-separated roles")
-    issue.add_argument("--purpose", required=True)
-    issue.add_argument("--tenant", required=True)
-    issue.add_argument("--region")
-    issue.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
-    issue.set_defaults(run=_token_issue)
-
     audit = commands.add_parser("audit", help="the hash-chained audit log")
     audit_commands = audit.add_subparsers(title="audit commands")
     verify = audit_commands.add_parser("verify", help="check the audit log's hash chain")
@@ -104,6 +87,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[
         help="an entry recorded earlier: also detects deleted newest records",
     )
     verify.set_defaults(run=_audit_verify)
+
+    from intelgraph_privacy.cli_tokens import add_token_commands
+
+    add_token_commands(commands)
     return parser, commands
 
 
@@ -166,34 +153,6 @@ def _catalog_check(args: argparse.Namespace) -> int:
 
     catalog = load_catalog(args.catalog, load_schema(args.schema))
     print(f"{args.catalog}: {len(catalog.declared)} entries, valid against {args.schema}")
-    return 0
-
-
-def _token_issue(args: argparse.Namespace) -> int:
-    from intelgraph_privacy.tokens import (
-        DEMO_AUDIENCE,
-        DEMO_ISSUER,
-        DEMO_KID,
-        demo_private_key,
-        issue_token,
-    )
-
-    if args.ttl <= 0:
-        raise ConfigError("--ttl must be a positive number of seconds")
-    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-    token = issue_token(
-        demo_private_key(),
-        sub=args.sub,
-        tenant=args.tenant,
-        roles=roles,
-        purpose=args.purpose,
-        issuer=DEMO_ISSUER,
-        audience=DEMO_AUDIENCE,
-        ttl=args.ttl,
-        kid=DEMO_KID,
-        extra={"region": args.region} if args.region else None,
-    )
-    print(token)
     return 0
 
 

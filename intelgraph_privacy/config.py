@@ -351,10 +351,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(block, dict) and isinstance(block.get(key), str):
             block[key] = str(base / block[key])
     exchange = raw.get("token_exchange")
-    for block in (raw.get("auth"), exchange.get("subject") if isinstance(exchange, dict) else None):
-        if isinstance(block, dict) and isinstance(block.get("jwks"), str):
-            if "://" not in block["jwks"]:
-                block["jwks"] = str(base / block["jwks"])
+    subject = exchange.get("subject") if isinstance(exchange, dict) else None
+    for block in (raw.get("auth"), subject):
+        jwks = block.get("jwks") if isinstance(block, dict) else None
+        if isinstance(block, dict) and isinstance(jwks, str) and "://" not in jwks:
+            block["jwks"] = str(base / jwks)
     return raw
 
 

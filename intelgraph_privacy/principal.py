@@ -6,7 +6,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-
 #: Sensitivity tiers a token may say its holder is cleared for (the catalog's sensitivities).
 Clearance = Literal["low", "medium", "high", "restricted"]
 

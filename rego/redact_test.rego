@@ -7,7 +7,7 @@ field(name, sensitivity, extra) := object.union(
 	{
 		"name": name, "type": split(name, ".")[0], "field": split(name, ".")[1],
 		"operation": false, "sensitivity": sensitivity, "categories": [], "purposes": [],
-		"quasi_identifier": false, "subject_key": false,
+		"quasi_identifier": false, "analytics": false, "subject_key": false,
 		"residency": null, "retention": null, "reduce": "mask",
 	},
 	extra,

@@ -10,7 +10,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from intelgraph_privacy.codec import dumps
 from intelgraph_privacy.config import SidecarConfig
+from sidecar.admin import add_admin_routes
 from sidecar.errors import error_body
+from sidecar.exchange import add_exchange_routes
 from sidecar.logs import get_logger
 from sidecar.proxy import STATE, handle_graphql, request_id_of
 from sidecar.state import SidecarState
@@ -21,11 +23,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def create_app(config: SidecarConfig, *, state: SidecarState | None = None) -> web.Application:
     """Build the sidecar application; the state starts and stops with the app."""
     app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=[_fail_closed])
-    app[STATE] = state or SidecarState(config)
+    state = state or SidecarState(config)
+    app[STATE] = state
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_route("POST", "/graphql", handle_graphql)
     app.router.add_route("GET", "/graphql", handle_graphql)
     app.router.add_route("*", "/graphql", _method_not_allowed)
+    add_admin_routes(app)
+    add_exchange_routes(app, state)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

@@ -54,6 +54,7 @@ class DemoOptions:
     people: int = 5000
     catalog: Path = Path("presets/catalog.yaml")
     policies: Path = Path("rego")
+    purposes: Path = Path("presets/purposes.yaml")
 
 
 def demo_config(options: DemoOptions) -> SidecarConfig:
@@ -67,6 +68,7 @@ def demo_config(options: DemoOptions) -> SidecarConfig:
             "listen.port": options.port,
             "upstream.url": f"http://{options.host}:{options.upstream_port}/graphql",
             "policy.catalog": str(options.catalog),
+            "auth.purposes": str(options.purposes),
             "policy.policies": str(options.policies),
             "store.data_dir": str(options.data_dir),
         },

@@ -27,6 +27,7 @@ from intelgraph_privacy.tokens import TokenError
 from sidecar.errors import ClientError, SidecarError, error_body
 from sidecar.graphql_http import GraphQLRequest, OperationRequest, read_get, read_post
 from sidecar.guards import check_document, measure
+from sidecar.shared import SharedStateUnavailableError
 from sidecar.state import Runtime, SidecarState
 
 STATE: web.AppKey[SidecarState] = web.AppKey("intelgraph_state", SidecarState)
@@ -57,7 +58,8 @@ async def handle_graphql(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     principal: Principal | None = None
     try:
-        principal = _authenticate(state, request)
+        await sync_shared_or_refuse(state)
+        principal = authenticate(state, request)
         graphql_request = await _read(state, request)
     except SidecarError as exc:
         outcome = Outcome(exc.status, exc.body(), detail=exc.code)
@@ -154,7 +156,7 @@ async def _run_operation(
             state, outcome, 500, "the privacy policy could not be evaluated", "POLICY_ERROR"
         )
 
-    outcome.policy_version = plan.policy_version
+    outcome.policy_version = state.policy_version(runtime)
     outcome.preview = state.config.in_preview(outcome.document_hash or "")
     if plan.denied:
         outcome.report.denied = True
@@ -249,7 +251,22 @@ def _operation_node(runtime: Runtime, op: OperationRequest) -> OperationDefiniti
     raise PlanError(f"the document has no operation named {op.operation_name!r}")
 
 
-def _authenticate(state: SidecarState, request: web.Request) -> Principal:
+async def sync_shared_or_refuse(state: SidecarState) -> None:
+    """Apply the latest shared rules and revocations; 503 when the store cannot be read."""
+    try:
+        await state.sync_shared()
+    except SharedStateUnavailableError as exc:
+        state.log.error("the shared state cannot be read", extra={"error": str(exc)})
+        raise SidecarError(
+            503,
+            "the privacy rules cannot be read from the store; try again",
+            "STORE_UNAVAILABLE",
+            headers={"Retry-After": "1"},
+        ) from None
+
+
+def authenticate(state: SidecarState, request: web.Request) -> Principal:
+    """The principal of the request's Bearer token; a 401 ClientError when there is none."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

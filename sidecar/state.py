@@ -22,15 +22,36 @@ from intelgraph_privacy.catalog import Catalog, load_catalog
 from intelgraph_privacy.config import SidecarConfig
 from intelgraph_privacy.demo import DEMO_PSEUDONYM_KEY
 from intelgraph_privacy.errors import ConfigError, PrivacyError
-from intelgraph_privacy.policy import PolicyEngine
+from intelgraph_privacy.policy import AbacGuard, PolicyEngine
 from intelgraph_privacy.redact import Redactor
+from intelgraph_privacy.rules import RedactionRule, apply_rules, load_rules
 from intelgraph_privacy.schema import load_schema, schema_from_introspection
 from intelgraph_privacy.store import Store, open_store
-from intelgraph_privacy.tokens import KeySet, TokenVerifier, demo_jwks, load_jwks
+from intelgraph_privacy.store.versions import REDACTION_RULES, REVOCATIONS, read_versions
+from intelgraph_privacy.tokens import (
+    DEMO_AUDIENCE,
+    DEMO_EXCHANGE_AUDIENCE,
+    DEMO_IDP_ISSUER,
+    DEMO_ISSUER,
+    ClaimMapping,
+    JwtVerifier,
+    KeySet,
+    PurposeVocabulary,
+    RevocationList,
+    TokenExchange,
+    TokenVerifier,
+    demo_jwks,
+    demo_private_key,
+    load_jwks,
+    load_purposes,
+    load_signing_key,
+    revoked_token_ids,
+)
 from sidecar.errors import UpstreamError
 from sidecar.guards import DocumentMeasure
 from sidecar.logs import get_logger
 from sidecar.metrics import SidecarMetrics
+from sidecar.shared import SharedStateWatch
 from sidecar.upstream import UpstreamClient
 
 #: Until the upstream schema has loaded, introspection is retried this often.
@@ -45,8 +66,12 @@ class Runtime:
 
     schema: GraphQLSchema
     schema_hash: str
+    #: The catalog file as loaded, and the catalog in force (with the admin API's rules).
+    file_catalog: Catalog
     catalog: Catalog
     redactor: Redactor
+    #: The version of the redaction rules applied (the store's `redaction_rules` counter).
+    rules_version: int
     #: Guard measurements per (document, operation name): documents repeat, measuring is a walk.
     measures: LRUCache[tuple[str, str | None], DocumentMeasure] = field(
         default_factory=lambda: LRUCache(maxsize=4096)
@@ -61,8 +86,19 @@ class SidecarState:
         self.log = get_logger()
         self.metrics = SidecarMetrics()
         self.policy = PolicyEngine(config.policy.policies)
+        self.abac = AbacGuard(self.policy)
         self.pseudonym_key = _pseudonym_key(config)
+        self.purposes: PurposeVocabulary = load_purposes(config.auth.purposes)
+        #: Revoked token ids, refreshed from the store whenever its counter moves.
+        self.revoked = RevocationList()
         self.verifier = self._verifier()
+        self.exchange: TokenExchange | None = self._exchange()
+        #: The redaction rules set through the admin API, and the counters last applied.
+        self.rules: tuple[RedactionRule, ...] = ()
+        self.rules_version = 0
+        self.revocations_version = 0
+        self.shared: SharedStateWatch | None = None
+        self._shared_lock = asyncio.Lock()
         self.upstream = UpstreamClient(config.upstream)
         self.store: Store | None = None
         self.audit: AuditWriter | None = None
@@ -93,6 +129,11 @@ class SidecarState:
             on_error=self._audit_failed,
         )
         self.audit.start()
+        store = self.store
+        self.shared = SharedStateWatch(
+            lambda: read_versions(store), max_age=self.config.policy.shared_state_max_age_seconds
+        )
+        await self.sync_shared()
         await self.upstream.start()
         try:
             await self.refresh_schema()
@@ -144,8 +185,16 @@ class SidecarState:
         self.log.info("schema loaded", extra={"schema_hash": schema_hash[:16]})
         return True
 
-    def _build_runtime(self, schema: GraphQLSchema, schema_hash: str) -> Runtime:
-        catalog = load_catalog(self.config.policy.catalog, schema)
+    def _build_runtime(
+        self, schema: GraphQLSchema, schema_hash: str, file_catalog: Catalog | None = None
+    ) -> Runtime:
+        file_catalog = file_catalog or load_catalog(self.config.policy.catalog, schema)
+        catalog, skipped = apply_rules(file_catalog, self.rules)
+        for rule in skipped:
+            self.log.warning(
+                "a redaction rule names a field the schema does not have; it cannot apply",
+                extra={"coordinate": rule.coordinate},
+            )
         redactor = Redactor(
             schema,
             catalog,
@@ -154,7 +203,44 @@ class SidecarState:
             introspection_roles=frozenset(self.config.policy.introspection_roles),
             max_tokens=self.config.limits.max_tokens,
         )
-        return Runtime(schema, schema_hash, catalog, redactor)
+        return Runtime(schema, schema_hash, file_catalog, catalog, redactor, self.rules_version)
+
+    # -- shared state (admin rules, revocations) ------------------------------------------
+
+    async def sync_shared(self) -> None:
+        """Bring rules and revocations up to the store's counters, read after this call began.
+
+        Raises SharedStateUnavailableError when the store cannot be read: the caller refuses the
+        request rather than serve it under possibly stale rules.
+        """
+        assert self.shared is not None and self.store is not None
+        versions = await self.shared.fresh()
+        rules_version = versions.get(REDACTION_RULES, 0)
+        revocations_version = versions.get(REVOCATIONS, 0)
+        if rules_version <= self.rules_version and revocations_version <= self.revocations_version:
+            return
+        async with self._shared_lock:
+            store = self.store
+            if revocations_version > self.revocations_version:
+                self.revoked.replace(await asyncio.to_thread(revoked_token_ids, store))
+                self.revocations_version = revocations_version
+            if rules_version > self.rules_version:
+                self.rules = await asyncio.to_thread(load_rules, store)
+                self.rules_version = rules_version
+                runtime = self.runtime
+                if runtime is not None:
+                    self.runtime = self._build_runtime(
+                        runtime.schema, runtime.schema_hash, runtime.file_catalog
+                    )
+                self.log.info(
+                    "redaction rules applied",
+                    extra={"rules_version": rules_version, "rules": len(self.rules)},
+                )
+
+    def policy_version(self, runtime: Runtime | None = None) -> str:
+        """The policy in force: the bundle's version and the rules version (`<bundle>+r<n>`)."""
+        rules = runtime.rules_version if runtime is not None else self.rules_version
+        return f"{self.policy.version}+r{rules}"
 
     # -- readiness ------------------------------------------------------------------------
 
@@ -227,24 +313,72 @@ class SidecarState:
 
     def _verifier(self) -> TokenVerifier:
         auth = self.config.auth
+        common: dict[str, Any] = {
+            "purposes": self.purposes,
+            "algorithms": auth.algorithms,
+            "leeway": auth.leeway_seconds,
+            "max_token_age": auth.max_token_age_seconds,
+            "max_token_bytes": auth.max_token_bytes,
+            "require_jti": auth.require_jti,
+            "revoked": self.revoked,
+        }
         if self.config.demo:
-            from intelgraph_privacy.tokens import DEMO_AUDIENCE, DEMO_ISSUER
-
             return TokenVerifier(
                 KeySet.from_json(demo_jwks()),
                 issuer=auth.issuer or DEMO_ISSUER,
                 audience=auth.audience or DEMO_AUDIENCE,
-                algorithms=auth.algorithms,
-                leeway=auth.leeway_seconds,
                 allow_demo_key=True,
+                **common,
             )
         assert auth.jwks and auth.issuer and auth.audience  # checked by the config model
         return TokenVerifier(
-            load_jwks(auth.jwks),
-            issuer=auth.issuer,
-            audience=auth.audience,
-            algorithms=auth.algorithms,
-            leeway=auth.leeway_seconds,
+            load_jwks(auth.jwks), issuer=auth.issuer, audience=auth.audience, **common
+        )
+
+    def _exchange(self) -> TokenExchange | None:
+        settings = self.config.token_exchange
+        if not (settings.enabled or self.config.demo):
+            return None
+        if self.config.demo and not settings.enabled:
+            # The demo plays the identity provider too, with the same public demo key.
+            signing_key = demo_private_key()
+            subject_keys = KeySet.from_json(demo_jwks())
+            subject_issuer, subject_audience = DEMO_IDP_ISSUER, DEMO_EXCHANGE_AUDIENCE
+            algorithms: tuple[str, ...] = ("EdDSA",)
+            mapping = ClaimMapping()
+        else:
+            subject = settings.subject
+            assert settings.signing_key_file and subject.jwks  # checked by the config model
+            assert subject.issuer and subject.audience
+            signing_key = load_signing_key(settings.signing_key_file)
+            subject_keys = load_jwks(subject.jwks)
+            subject_issuer, subject_audience = subject.issuer, subject.audience
+            algorithms = subject.algorithms
+            mapping = ClaimMapping(**subject.claims.model_dump())
+        if signing_key.thumbprint() not in self.verifier.keys.thumbprints:
+            raise ConfigError(
+                "token_exchange.signing_key_file: its public key is not in auth.jwks, so the "
+                "tokens it issues would be refused; add it to the JWKS"
+            )
+        subject_verifier = JwtVerifier(
+            subject_keys,
+            issuer=subject_issuer,
+            audience=subject_audience,
+            algorithms=algorithms,
+            leeway=self.config.auth.leeway_seconds,
+            max_token_age=self.config.auth.max_token_age_seconds,
+            revoked=self.revoked,
+            allow_demo_key=self.config.demo,
+        )
+        return TokenExchange(
+            subject_verifier,
+            self.policy,
+            signing_key,
+            issuer=self.verifier.issuer,
+            audience=self.verifier.audience,
+            purposes=self.purposes,
+            ttl=settings.ttl_seconds,
+            mapping=mapping,
         )
 
     def _cache_counters(self) -> dict[str, tuple[int, int]]:

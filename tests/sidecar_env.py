@@ -160,6 +160,7 @@ def sidecar_config(
         "auth.jwks": str(keys.jwks_path),
         "auth.issuer": ISSUER,
         "auth.audience": AUDIENCE,
+        "auth.purposes": str(ROOT / "presets" / "purposes.yaml"),
         "policy.catalog": str(ROOT / "presets" / "catalog.yaml"),
         "policy.policies": str(ROOT / "rego"),
         "policy.pseudonym_key_file": str(key_file),

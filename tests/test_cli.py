@@ -65,7 +65,7 @@ def test_policy_test_verbose_lists_every_test(tmp_path: Path) -> None:
     done = run_cli("policy", "test", "-v", str(REGO), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     passed = int(re.search(r"^(\d+) passed", done.stdout, re.M).group(1))  # type: ignore[union-attr]
-    lines = re.findall(r"^PASS  data\.intelgraph\.redact_test\.test_\w+ \(", done.stdout, re.M)
+    lines = re.findall(r"^PASS  data\.intelgraph\.\w+_test\.test_\w+ \(", done.stdout, re.M)
     assert len(lines) == passed
 
 

@@ -85,12 +85,14 @@ def test_shipped_bundle_loads_as_v1_and_its_tests_pass() -> None:
     assert str(REGO / "redact.rego") in paths
     assert str(REGO / "redact_test.rego") in paths
     assert all(f.syntax == "v1" for f in bundle.files)
-    # Every test_* rule written in the test file is found.
-    written = set(
-        re.findall(r"^(test_\w+)", (REGO / "redact_test.rego").read_text(), flags=re.MULTILINE)
-    )
-    assert written
-    assert set(bundle.tests) == {f"data.intelgraph.redact_test.{name}" for name in written}
+    # Every test_* rule written in a test file (redact, abac, exchange) is found.
+    written = {
+        f"data.intelgraph.{path.stem}.{name}"
+        for path in REGO.glob("*_test.rego")
+        for name in re.findall(r"^(test_\w+)", path.read_text(), flags=re.MULTILINE)
+    }
+    assert {name.split(".")[2] for name in written} == {"redact_test", "abac_test", "exchange_test"}
+    assert set(bundle.tests) == written
     results = run_rego_tests(bundle)
     assert [r.rule for r in results] == list(bundle.tests)
     assert [r for r in results if r.outcome != "pass"] == []

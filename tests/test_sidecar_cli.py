@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from intelgraph_privacy.codec import loads
-from intelgraph_privacy.tokens import KeySet, TokenVerifier, demo_jwks
+from intelgraph_privacy.tokens import KeySet, TokenVerifier, demo_jwks, load_purposes
 from tests.servers import http, post_json
 from tests.sidecar_env import AUDIENCE, ISSUER, ROOT, RecordingUpstream, SigningKeys
 
@@ -80,6 +80,7 @@ def test_token_issue_demo_signs_a_verifiable_token() -> None:
         KeySet.from_json(demo_jwks()),
         issuer=DEMO_ISSUER,
         audience=DEMO_AUDIENCE,
+        purposes=load_purposes(ROOT / "presets" / "purposes.yaml"),
         allow_demo_key=True,
     )
     claims = verifier.verify(token)

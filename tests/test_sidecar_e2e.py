@@ -363,7 +363,7 @@ def test_every_request_is_audited_and_the_chain_verifies(
     assert (record.sub, record.tenant, record.purpose) == ("ana", "t1", "investigation")
     assert record.status == 200 and record.mode == "enforce"
     assert record.redacted == {"Person.ssn": {"null": 2}}
-    assert record.policy_version == sidecar.state.policy.version
+    assert record.policy_version == f"{sidecar.state.policy.version}+r0"
     assert record.document_hash and len(record.document_hash) == 64
     refused = [e for e in entries if e.record.detail == "UNAUTHENTICATED"]
     assert refused and refused[-1].record.sub is None and refused[-1].record.status == 401

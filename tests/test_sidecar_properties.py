@@ -100,10 +100,18 @@ def test_generated_queries_never_leak_through_the_sidecar(
     @given(query=any_queries, who=principals())
     def check(query: str, who: Principal) -> None:
         reply = post_json(sidecar.url, {"query": query}, token=token_for(test_keys, who))
-        if reply.status != 200:
-            # Refused by a guard (depth, aliases): no data at all.
-            assert reply.status == 400, reply.raw
+        if who.purpose not in sidecar.state.purposes:
+            # A purpose outside the vocabulary: refused before anything else.
+            assert reply.status == 401, reply.raw
             assert "data" not in reply.json
+            stats["refused"] += 1
+            return
+        if reply.status != 200:
+            # Refused by a guard (depth, aliases: 400) or a purpose-bound operation (403, the
+            # plan denies it): no data at all.
+            assert reply.status in (400, 403), reply.raw
+            assert reply.status == 400 or local.plan(query, None, who).denied
+            assert "data" not in reply.json or reply.json["data"] is None
             stats["refused"] += 1
             return
         plan = local.plan(query, None, who)

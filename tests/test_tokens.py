@@ -26,6 +26,7 @@ from intelgraph_privacy.tokens import (
     DEMO_KID,
     Claims,
     KeySet,
+    PurposeVocabulary,
     TokenError,
     TokenVerifier,
     demo_jwks,
@@ -33,6 +34,7 @@ from intelgraph_privacy.tokens import (
     issue_token,
     load_jwks,
 )
+from intelgraph_privacy.tokens.demo import demo_public_key, demo_thumbprint
 
 ISS = "https://idp.example.test"
 AUD = "intelgraph-graph-api"
@@ -45,6 +47,8 @@ EC = jwk.JWK.generate(kty="EC", crv="P-256", kid="ec-1")
 RSA = jwk.JWK.generate(kty="RSA", size=2048, kid="rsa-1")
 ATTACKER = jwk.JWK.generate(kty="OKP", crv="Ed25519", kid="ed-1")  # same kid, other key
 KEYS = {"EdDSA": ED, "ES256": EC, "RS256": RSA}
+# Every verifier needs a purpose vocabulary; these are the purposes the tests' tokens carry.
+PURPOSES = PurposeVocabulary.of(["investigation", "analytics"])
 
 
 def jwks_of(*keys: Any) -> dict[str, Any]:
@@ -54,6 +58,7 @@ def jwks_of(*keys: Any) -> dict[str, Any]:
 def verifier(*keys: Any, **options: Any) -> TokenVerifier:
     options.setdefault("clock", lambda: NOW)
     options.setdefault("leeway", LEEWAY)
+    options.setdefault("purposes", PURPOSES)
     return TokenVerifier(KeySet.from_json(jwks_of(*keys)), issuer=ISS, audience=AUD, **options)
 
 
@@ -120,7 +125,8 @@ def test_round_trip_for_each_key_type(alg: str) -> None:
         issuer=ISS,
         audience=AUD,
         now=NOW,
-        extra={"region": "eu-west", "jti": "j-1", "acr": "mfa"},
+        jti="j-1",
+        extra={"region": "eu-west", "acr": "mfa"},
     )
     header = json.loads(base64.urlsafe_b64decode(tok.split(".")[0] + "=="))
     assert header == {"alg": alg, "kid": key["kid"], "typ": "JWT"}
@@ -160,7 +166,7 @@ def test_other_types_refused(typ: object) -> None:
 def test_claims_model_is_frozen_and_strict() -> None:
     got = verifier(ED).verify(token())
     with pytest.raises(ValueError):
-        got.sub = "someone-else"  # type: ignore[misc]
+        got.sub = "someone-else"
     with pytest.raises(ValueError):
         Claims(sub="u", tenant="t", purpose="", iss=ISS, aud=AUD, exp=1, iat=1)
     with pytest.raises(ValueError):
@@ -375,7 +381,7 @@ def test_expired_not_yet_valid_and_future_iat_refused() -> None:
         ({"iat": NOW + LEEWAY + 1}, "issued_in_future"),
     ],
 )
-def test_leeway_edges_exactly(changes: dict[str, int], reason: str | None) -> None:
+def test_leeway_edges_exactly(changes: dict[str, Any], reason: str | None) -> None:
     tok = token(**changes)
     if reason is None:
         assert verifier(ED).verify(tok).sub == "u1"
@@ -441,7 +447,6 @@ def test_audience_string_or_list() -> None:
 @pytest.mark.parametrize(
     "changes",
     [
-        {"purpose": None},
         {"sub": None},
         {"tenant": None},
         {"purpose": ""},
@@ -457,6 +462,13 @@ def test_audience_string_or_list() -> None:
 )
 def test_principal_claims_checked(changes: dict[str, Any]) -> None:
     refused(verifier(ED), token(**changes), "claims")
+
+
+@pytest.mark.parametrize("purpose", [None, "marketing", "Investigation", "investigation "])
+def test_purpose_must_be_in_the_vocabulary(purpose: str | None) -> None:
+    # No purpose, or one the vocabulary does not name, is refused before any policy runs.
+    refused(verifier(ED), token(purpose=purpose), "purpose")
+    assert verifier(ED).verify(token(purpose="analytics")).purpose == "analytics"
 
 
 # --- key sets ---------------------------------------------------------------------------------
@@ -507,9 +519,29 @@ def test_unusable_keys_are_skipped_and_reported() -> None:
     assert any("1024 bits" in note for note in keys.skipped)
     # A token naming a skipped key is refused like any unknown key.
     tok = sign_raw(weak, {"alg": "RS256", "kid": "weak"}, claims())
-    refused(TokenVerifier(keys, issuer=ISS, audience=AUD, clock=lambda: NOW), tok, "unknown_key")
+    refused(
+        TokenVerifier(keys, issuer=ISS, audience=AUD, purposes=PURPOSES, clock=lambda: NOW),
+        tok,
+        "unknown_key",
+    )
     with pytest.raises(ConfigError, match="no key"):
         KeySet.from_json(jwks_of(weak))
+
+
+def test_key_set_select() -> None:
+    one = KeySet.from_json(jwks_of(ED))
+    assert one.select(None).kid == "ed-1"  # a one-key set needs no kid
+    assert one.select("ed-1").alg == "EdDSA"
+    three = KeySet.from_json(jwks_of(ED, EC, RSA))
+    assert three.select("ec-1").alg == "ES256"
+    assert three.select("rsa-1").thumbprint == RSA.thumbprint()
+    assert not three.select("ed-1").key.has_private
+    for kid in (None, "nobody"):
+        with pytest.raises(TokenError) as info:
+            three.select(kid)
+        assert info.value.reason == "unknown_key"
+    with pytest.raises(TokenError):
+        one.select("nobody")
 
 
 def test_key_set_identity() -> None:
@@ -525,14 +557,29 @@ def test_key_set_identity() -> None:
 
 def test_verifier_configuration_checked() -> None:
     keys = KeySet.from_json(jwks_of(ED))
-    for bad in ({"issuer": ""}, {"audience": ""}, {"algorithms": "EdDSA"}, {"algorithms": []}):
-        options: dict[str, Any] = {"issuer": ISS, "audience": AUD, **bad}
+    bad_options: list[dict[str, Any]] = [
+        {"issuer": ""},
+        {"audience": ""},
+        {"algorithms": "EdDSA"},
+        {"algorithms": []},
+        {"purposes": "investigation"},  # one string is not a vocabulary
+        {"purposes": []},  # an empty vocabulary would refuse every token
+        {"max_token_age": 0},
+        {"max_token_age": 1.5},
+    ]
+    for bad in bad_options:
+        options: dict[str, Any] = {"issuer": ISS, "audience": AUD, "purposes": PURPOSES, **bad}
         with pytest.raises(ConfigError):
             TokenVerifier(keys, **options)
     with pytest.raises(ConfigError, match="no key"):
-        TokenVerifier(keys, issuer=ISS, audience=AUD, algorithms=["RS256"])
+        TokenVerifier(keys, issuer=ISS, audience=AUD, purposes=PURPOSES, algorithms=["RS256"])
     with pytest.raises(ConfigError):
-        TokenVerifier(keys, issuer=ISS, audience=AUD, max_token_bytes=0)
+        TokenVerifier(keys, issuer=ISS, audience=AUD, purposes=PURPOSES, max_token_bytes=0)
+    with pytest.raises(TypeError):  # the vocabulary is required: no verifier accepts any purpose
+        TokenVerifier(keys, issuer=ISS, audience=AUD)  # type: ignore[call-arg]
+    # A plain list of names works as well as a vocabulary.
+    listed = TokenVerifier(keys, issuer=ISS, audience=AUD, purposes=["investigation"])
+    assert listed.purposes == {"investigation"}
 
 
 def test_keys_can_be_replaced_at_runtime() -> None:
@@ -582,9 +629,8 @@ def test_load_jwks_from_a_file(tmp_path: Path) -> None:
     path.write_text(json.dumps(jwks_of(ED, EC)))
     keys = load_jwks(str(path))
     assert keys.kids == {"ed-1", "ec-1"}
-    assert (
-        TokenVerifier(keys, issuer=ISS, audience=AUD, clock=lambda: NOW).verify(token()).sub == "u1"
-    )
+    v = TokenVerifier(keys, issuer=ISS, audience=AUD, purposes=PURPOSES, clock=lambda: NOW)
+    assert v.verify(token()).sub == "u1"
     with pytest.raises(ConfigError, match="cannot be read"):
         load_jwks(str(tmp_path / "missing.json"))
     big = tmp_path / "big.json"
@@ -602,7 +648,7 @@ def test_load_jwks_over_http(http_server: tuple[str, type[_Recorder]]) -> None:
     keys = load_jwks(f"{base}/.well-known/jwks.json", timeout=2)
     assert keys.kids == {"ed-1", "rsa-1"}
     assert handler.requests == ["/.well-known/jwks.json"]
-    v = TokenVerifier(keys, issuer=ISS, audience=AUD, clock=lambda: NOW)
+    v = TokenVerifier(keys, issuer=ISS, audience=AUD, purposes=PURPOSES, clock=lambda: NOW)
     assert v.verify(token(RSA, "RS256")).sub == "u1"
     with pytest.raises(ConfigError, match="HTTP 404") as info:
         load_jwks(f"{base}/missing?api_key=s3cret", timeout=2)
@@ -636,9 +682,23 @@ def test_demo_key_file_is_labelled_and_consistent() -> None:
     assert "d" not in public["keys"][0]
 
 
+def test_demo_helpers_name_the_demo_key_by_thumbprint() -> None:
+    public = demo_public_key()
+    assert not public.has_private
+    assert public.export_public(as_dict=True) == demo_jwks()["keys"][0]
+    assert demo_thumbprint() == demo_private_key().thumbprint() == public.thumbprint()
+    assert demo_thumbprint() in KeySet.from_json(demo_jwks()).thumbprints
+    assert demo_thumbprint() not in KeySet.from_json(jwks_of(ED, EC, RSA)).thumbprints
+
+
 def test_demo_key_refused_unless_allowed() -> None:
     with pytest.raises(ConfigError, match="demo"):
-        TokenVerifier(KeySet.from_json(demo_jwks()), issuer=DEMO_ISSUER, audience=DEMO_AUDIENCE)
+        TokenVerifier(
+            KeySet.from_json(demo_jwks()),
+            issuer=DEMO_ISSUER,
+            audience=DEMO_AUDIENCE,
+            purposes=PURPOSES,
+        )
     # Renaming the kid does not smuggle it in: keys are compared by thumbprint.
     renamed = demo_jwks()["keys"][0] | {"kid": "innocent"}
     with pytest.raises(ConfigError, match="demo"):
@@ -646,11 +706,13 @@ def test_demo_key_refused_unless_allowed() -> None:
             KeySet.from_json({"keys": [renamed, EC.export_public(as_dict=True)]}),
             issuer=ISS,
             audience=AUD,
+            purposes=PURPOSES,
         )
     demo = TokenVerifier(
         KeySet.from_json(demo_jwks()),
         issuer=DEMO_ISSUER,
         audience=DEMO_AUDIENCE,
+        purposes=PURPOSES,
         allow_demo_key=True,
     )
     tok = issue_token(
@@ -706,6 +768,50 @@ def test_issue_token_refuses_bad_input() -> None:
             issue_token(ED, **(base | bad))
     with pytest.raises(ConfigError, match="Ed25519"):
         issue_token(jwk.JWK.generate(kty="EC", crv="P-384"), **base)
+    with pytest.raises(ConfigError, match="override"):
+        issue_token(ED, **base, extra={"jti": "mine"})  # the jti is a parameter, not an extra
+    with pytest.raises(ConfigError, match="2048"):
+        issue_token(jwk.JWK.generate(kty="RSA", size=1024), **base)
+
+
+def payload_of(tok: str) -> dict[str, Any]:
+    """The decoded payload of a compact JWS (no verification)."""
+    part = tok.split(".")[1]
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return decoded
+
+
+def test_issue_token_always_sets_a_fresh_jti() -> None:
+    common: dict[str, Any] = {
+        "sub": "u1",
+        "tenant": "t1",
+        "roles": [],
+        "purpose": "investigation",
+        "issuer": ISS,
+        "audience": AUD,
+        "now": NOW,
+    }
+    one, two = issue_token(ED, **common), issue_token(ED, **common)
+    jtis = {payload_of(one)["jti"], payload_of(two)["jti"]}
+    assert len(jtis) == 2 and all(isinstance(j, str) and len(j) >= 16 for j in jtis)
+    assert verifier(ED).verify(one).jti == payload_of(one)["jti"]
+    assert payload_of(issue_token(ED, **common, jti="chosen"))["jti"] == "chosen"
+
+
+def test_a_broad_token_has_no_purpose_and_is_refused_as_an_access_token() -> None:
+    broad = issue_token(
+        ED,
+        sub="u1",
+        tenant="t1",
+        roles=["analyst"],
+        purpose=None,
+        issuer=ISS,
+        audience=AUD,
+        now=NOW,
+    )
+    payload = payload_of(broad)
+    assert "purpose" not in payload and payload["jti"]
+    refused(verifier(ED), broad, "purpose")
 
 
 def test_issue_token_ttl_kid_and_audience_list() -> None:
@@ -714,7 +820,7 @@ def test_issue_token_ttl_kid_and_audience_list() -> None:
         sub="u1",
         tenant="t1",
         roles=[],
-        purpose="p",
+        purpose="analytics",
         issuer=ISS,
         audience=["x", AUD],
         ttl=60,

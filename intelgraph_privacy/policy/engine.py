@@ -191,9 +191,7 @@ def evaluate(
     """
     policy_input = {
         "user": principal.policy_input(),
-        "fields": [
-            entries[c].policy_input(c, operation=c in operations) for c in sorted(entries)
-        ],
+        "fields": [entries[c].policy_input(c, operation=c in operations) for c in sorted(entries)],
     }
     encoded = dumps(policy_input).decode()
     try:

@@ -39,6 +39,7 @@ from intelgraph_privacy.tokens.purposes import Purpose, PurposeVocabulary, load_
 from intelgraph_privacy.tokens.revocation import (
     RevocationList,
     prune_revocations,
+    record_revocation,
     revoke_token,
     revoked_token_ids,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "load_signing_key",
     "prune_revocations",
     "public_jwks",
+    "record_revocation",
     "revoke_token",
     "revoked_token_ids",
 ]

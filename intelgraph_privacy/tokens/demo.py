@@ -1,4 +1,4 @@
-"""The demo signing key: public (it is in the repository), accepted only by `intelgraph-privacy demo`.
+"""The demo signing key: public (it is in the repository); only `intelgraph-privacy demo` takes it.
 
 DEMO ONLY. The demo also plays the identity provider for token exchange: its "IdP" tokens are
 signed with the same key, under their own issuer and audience.

@@ -1,4 +1,4 @@
-"""Public key sets (JWKS) that tokens are verified with, and the signing keys tokens are issued with.
+"""Public key sets (JWKS) that verify tokens, and the signing keys that issue them.
 
 Each key verifies exactly one algorithm, chosen by its type (`key_algorithm`), never by a token:
 that is what makes `alg: none` and RS256/HS256 key confusion impossible.
@@ -32,7 +32,7 @@ MAX_JWKS_BYTES = 1 << 20
 # JWK members that only a private or symmetric key has; a JWKS for verification never needs them.
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 #: `keys generate --alg` choices and the key each makes.
-_GENERATE = {
+_GENERATE: dict[str, dict[str, Any]] = {
     "EdDSA": {"kty": "OKP", "crv": "Ed25519"},
     "ES256": {"kty": "EC", "crv": "P-256"},
     "RS256": {"kty": "RSA", "size": 3072},
@@ -263,7 +263,7 @@ def key_algorithm(key: Any) -> str | None:
 
 
 def generate_signing_key(alg: str = "EdDSA", *, kid: str | None = None) -> jwk.JWK:
-    """A new private signing key for `alg` (EdDSA, ES256 or RS256); kid defaults to its thumbprint."""
+    """A new private signing key for `alg` (EdDSA, ES256, RS256); kid defaults to its thumbprint."""
     params = _GENERATE.get(alg)
     if params is None:
         raise ConfigError(f"cannot generate a key for {alg!r}; choose from {sorted(_GENERATE)}")
@@ -273,7 +273,7 @@ def generate_signing_key(alg: str = "EdDSA", *, kid: str | None = None) -> jwk.J
 
 
 def load_signing_key(path: str | Path) -> jwk.JWK:
-    """Read a private JWK (JSON) from a file; ConfigError unless it can sign EdDSA, ES256 or RS256."""
+    """Read a private JWK (JSON) from a file; ConfigError unless it signs EdDSA, ES256 or RS256."""
     path = Path(path)
     try:
         raw = path.read_bytes()

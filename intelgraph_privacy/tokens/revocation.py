@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from intelgraph_privacy.errors import ConfigError
@@ -30,22 +30,40 @@ def revoke_token(
     now: datetime | None = None,
 ) -> bool:
     """Revoke the token with this `jti`; False when it was already revoked (idempotent)."""
+    with store.begin() as connection:
+        return record_revocation(
+            connection,
+            jti,
+            revoked_by=revoked_by,
+            reason=reason,
+            max_token_age=max_token_age,
+            now=now,
+        )
+
+
+def record_revocation(
+    connection: Connection,
+    jti: str,
+    *,
+    revoked_by: str,
+    reason: str | None = None,
+    max_token_age: int = DEFAULT_MAX_TOKEN_AGE,
+    now: datetime | None = None,
+) -> bool:
+    """`revoke_token` inside the caller's write transaction (to commit with an audit record)."""
     if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
         raise ConfigError(f"a token id (jti) is a non-empty string of at most {MAX_JTI_LENGTH}")
     now = now or datetime.now(UTC)
     # Kept until no token carrying this jti can still be accepted.
     expires = now + timedelta(seconds=max_token_age + MAX_LEEWAY_SECONDS)
-    insert = postgresql.insert if store.dialect == "postgresql" else sqlite.insert
-    with store.begin() as connection:
-        inserted = connection.execute(
-            insert(revoked_tokens)
-            .values(
-                jti=jti, revoked_at=now, expires_at=expires, revoked_by=revoked_by, reason=reason
-            )
-            .on_conflict_do_nothing(index_elements=[revoked_tokens.c.jti])
-        ).rowcount
-        if inserted:
-            bump_version(connection, REVOCATIONS)
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    inserted = connection.execute(
+        insert(revoked_tokens)
+        .values(jti=jti, revoked_at=now, expires_at=expires, revoked_by=revoked_by, reason=reason)
+        .on_conflict_do_nothing(index_elements=[revoked_tokens.c.jti])
+    ).rowcount
+    if inserted:
+        bump_version(connection, REVOCATIONS)
     return bool(inserted)
 
 

@@ -376,7 +376,11 @@ class TokenVerifier(JwtVerifier):
         aud = payload["aud"]
         try:
             return Claims.model_validate(
-                {**payload, "aud": tuple(aud) if isinstance(aud, list) else aud, "roles": tuple(roles)}
+                {
+                    **payload,
+                    "aud": tuple(aud) if isinstance(aud, list) else aud,
+                    "roles": tuple(roles),
+                }
             )
         except ValidationError as exc:  # a backstop: every rule above should have caught it
             raise TokenError(
@@ -390,4 +394,3 @@ def _signature_valid(alg: str, key: Any, signing_input: bytes, signature: bytes)
     except Exception:  # InvalidSignature, or ValueError for a signature of the wrong size
         return False
     return True
-
