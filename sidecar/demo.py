@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import shlex
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from aiohttp import web
 
@@ -57,12 +58,16 @@ class DemoOptions:
     purposes: Path = Path("presets/purposes.yaml")
 
 
-def demo_config(options: DemoOptions) -> SidecarConfig:
-    """The sidecar configuration of the demo (`INTELGRAPH_*` environment variables are ignored)."""
+def demo_config(options: DemoOptions, *, extra: Mapping[str, Any] | None = None) -> SidecarConfig:
+    """The sidecar configuration of the demo (`INTELGRAPH_*` environment variables are ignored).
+
+    `extra` adds settings by dotted path (tests use it, e.g. for a faster audit flush).
+    """
     # The environment is not read: a production INTELGRAPH_* setting must never reach the demo.
     return load_config(
         environ={},
         overrides={
+            **(extra or {}),
             "demo": True,
             "listen.host": options.host,
             "listen.port": options.port,

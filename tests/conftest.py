@@ -62,9 +62,10 @@ from tests.db_fixtures import (  # noqa: E402
     store,
     store_url,
 )
-from tests.sidecar_env import sample_db, sidecar, test_keys, upstream  # noqa: E402
+from tests.sidecar_env import demo_sidecar, sample_db, sidecar, test_keys, upstream  # noqa: E402
 
 __all__ = [
+    "demo_sidecar",
     "fresh_pg_url",
     "pg_server",
     "pg_store",

@@ -182,6 +182,56 @@ def start_sidecar(
     return Sidecar(server)
 
 
+def start_demo_sidecar(upstream_url: str, data_dir: Path, **extra: Any) -> Sidecar:
+    """The demo's sidecar (demo configuration, demo keys) in front of `upstream_url`.
+
+    `extra` adds settings by dotted path with `__` for dots (e.g. `store__url=...`).
+    """
+    from urllib.parse import urlsplit
+
+    from sidecar.demo import DemoOptions, demo_config
+
+    upstream = urlsplit(upstream_url)
+    options = DemoOptions(
+        host=upstream.hostname or "127.0.0.1",
+        port=0,
+        upstream_port=upstream.port or 80,
+        data_dir=data_dir,
+        catalog=ROOT / "presets" / "catalog.yaml",
+        policies=ROOT / "rego",
+        purposes=ROOT / "presets" / "purposes.yaml",
+    )
+    settings = {"audit.flush_interval_seconds": 0.05, "log_level": "WARNING"}
+    settings.update({k.replace("__", "."): v for k, v in extra.items()})
+    config = demo_config(options, extra=settings)
+    server = AppThread(lambda: create_app(config)).start()
+    return Sidecar(server)
+
+
+def demo_token(
+    sub: str,
+    roles: tuple[str, ...] | list[str],
+    purpose: str,
+    *,
+    tenant: str = "demo",
+    **claims: Any,
+) -> str:
+    """A token signed with the demo key, as `intelgraph-privacy token issue --demo` makes."""
+    from intelgraph_privacy.tokens import DEMO_AUDIENCE, DEMO_ISSUER, DEMO_KID, demo_private_key
+
+    return issue_token(
+        demo_private_key(),
+        sub=sub,
+        tenant=tenant,
+        roles=list(roles),
+        purpose=purpose,
+        issuer=DEMO_ISSUER,
+        audience=DEMO_AUDIENCE,
+        kid=DEMO_KID,
+        extra=claims or None,
+    )
+
+
 def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
     """Poll `check` until it holds or the timeout passes."""
     deadline = time.monotonic() + timeout
@@ -226,6 +276,14 @@ def sidecar(
     running = start_sidecar(upstream.graphql_url, test_keys, tmp_path_factory.mktemp("sidecar"))
     yield running
     running.server.stop()
+
+
+@pytest.fixture
+def demo_sidecar(upstream: RecordingUpstream, tmp_path: Path) -> Iterator[Sidecar]:
+    """A fresh demo sidecar (own SQLite store) in front of the recording upstream."""
+    started = start_demo_sidecar(upstream.graphql_url, tmp_path / "demo-data")
+    yield started
+    started.server.stop()
 
 
 def upstream_body(entry: dict[str, Any]) -> Any:
