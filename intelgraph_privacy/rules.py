@@ -80,9 +80,11 @@ def set_redaction_rule(
 def clear_redaction_rule(connection: Connection, coordinate: str) -> int | None:
     """Remove the rule for `coordinate`; the new rules version, or None when there was none."""
     removed = connection.execute(
-        delete(redaction_rules).where(redaction_rules.c.coordinate == coordinate)
-    ).rowcount
-    return bump_version(connection, REDACTION_RULES) if removed else None
+        delete(redaction_rules)
+        .where(redaction_rules.c.coordinate == coordinate)
+        .returning(redaction_rules.c.coordinate)
+    ).first()
+    return bump_version(connection, REDACTION_RULES) if removed is not None else None
 
 
 def load_rules(store: Store) -> tuple[RedactionRule, ...]:

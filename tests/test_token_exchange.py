@@ -577,11 +577,6 @@ def test_property_exchange_issues_exactly_what_is_allowed(
     assert result.expires_in == min(ttl, VOCABULARY[purpose].max_ttl_seconds, subject_left)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG exchange.py ClaimMapping.__post_init__: an empty fixed_tenant passes the check "
-    '(it only tests `is None`), then every exchange fails with "has no None claim"',
-)
 def test_an_empty_fixed_tenant_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="tenant"):
         ClaimMapping(tenant=None, fixed_tenant="")

@@ -205,11 +205,6 @@ def test_a_directory_is_not_a_vocabulary(tmp_path: Path) -> None:
         load_purposes(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG purposes.py load_purposes: a non-UTF-8 file raises UnicodeDecodeError "
-    "(a ValueError, neither OSError nor YAMLError), not ConfigError",
-)
 def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path = write(tmp_path, b"purposes:\n  analytics: {description: \xff\xfe}\n")
     with pytest.raises(ConfigError, match=r"purposes\.yaml"):
@@ -389,13 +384,6 @@ def test_revoking_again_keeps_the_first_revocation(store: Store) -> None:
             "postgres",
             marks=[
                 pytest.mark.postgres,
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="BUG revocation.py revoke_token: the result's .rowcount of an INSERT "
-                    "is -1 on PostgreSQL/psycopg (SQLAlchemy 2.1 keeps INSERT rowcounts only "
-                    "with preserve_rowcount), so a repeated revoke returns True and bumps the "
-                    "revocations counter again",
-                ),
             ],
         ),
     ],

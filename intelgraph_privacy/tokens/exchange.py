@@ -55,6 +55,9 @@ class ClaimMapping:
     fixed_tenant: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("sub", "tenant", "roles", "region", "clearance", "fixed_tenant"):
+            if getattr(self, name) == "":
+                raise ConfigError(f"the claim mapping's {name} must not be empty")
         if self.tenant is None and self.fixed_tenant is None:
             raise ConfigError("the claim mapping needs a tenant claim or a fixed tenant")
 

@@ -283,6 +283,8 @@ def load_signing_key(path: str | Path) -> jwk.JWK:
         key = jwk.JWK.from_json(raw)
     except Exception as exc:  # jwcrypto raises several types for bad JSON or key material
         raise ConfigError(f"{path}: not a JSON Web Key: {exc}") from exc
+    if key.get("kty") == "oct":
+        raise ConfigError(f"{path}: symmetric (HS*) keys are never used; use Ed25519, P-256, RSA")
     if not key.has_private:
         raise ConfigError(f"{path}: this is a public key; a private signing key is needed")
     alg = _key_alg(key)

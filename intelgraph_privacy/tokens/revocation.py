@@ -57,14 +57,16 @@ def record_revocation(
     # Kept until no token carrying this jti can still be accepted.
     expires = now + timedelta(seconds=max_token_age + MAX_LEEWAY_SECONDS)
     insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT through SQLAlchemy.
     inserted = connection.execute(
         insert(revoked_tokens)
         .values(jti=jti, revoked_at=now, expires_at=expires, revoked_by=revoked_by, reason=reason)
         .on_conflict_do_nothing(index_elements=[revoked_tokens.c.jti])
-    ).rowcount
-    if inserted:
+        .returning(revoked_tokens.c.jti)
+    ).first()
+    if inserted is not None:
         bump_version(connection, REVOCATIONS)
-    return bool(inserted)
+    return inserted is not None
 
 
 def revoked_token_ids(store: Store, *, now: datetime | None = None) -> frozenset[str]:
