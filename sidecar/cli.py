@@ -33,9 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--people", type=int, default=5000, help="people in the sample graph")
     demo.add_argument("--catalog", type=Path, default=Path(_default("presets/catalog.yaml")))
     demo.add_argument("--policies", type=Path, default=Path(_default("rego")))
-    demo.add_argument(
-        "--purposes", type=Path, default=Path(_default("presets/purposes.yaml"))
-    )
+    demo.add_argument("--purposes", type=Path, default=Path(_default("presets/purposes.yaml")))
     demo.set_defaults(run=_demo)
     return run(parser, argv)
 
