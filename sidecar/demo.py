@@ -20,6 +20,8 @@ from intelgraph_privacy.config import SidecarConfig, load_config
 from intelgraph_privacy.errors import ConfigError
 from intelgraph_privacy.tokens import (
     DEMO_AUDIENCE,
+    DEMO_EXCHANGE_AUDIENCE,
+    DEMO_IDP_ISSUER,
     DEMO_ISSUER,
     DEMO_KID,
     demo_private_key,
@@ -42,6 +44,7 @@ DEMO_QUERY = (
     "employer { name registrationNumber } cases { reference title openedOn informant } } }"
 )
 TOKEN_TTL_SECONDS = 12 * 3600
+ADMIN_MUTATION = 'mutation { setRedactionRule(rule: {field: "Person.city", tier: "restricted"}) }'
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,21 @@ def demo_token(sub: str, roles: tuple[str, ...], purpose: str, ttl: int = TOKEN_
         purpose=purpose,
         issuer=DEMO_ISSUER,
         audience=DEMO_AUDIENCE,
+        ttl=ttl,
+        kid=DEMO_KID,
+    )
+
+
+def broad_token(sub: str, roles: tuple[str, ...], ttl: int = TOKEN_TTL_SECONDS) -> str:
+    """A purpose-less token of the demo's stand-in identity provider (for /token/exchange)."""
+    return issue_token(
+        demo_private_key(),
+        sub=sub,
+        tenant=DEMO_TENANT,
+        roles=list(roles),
+        purpose=None,
+        issuer=DEMO_IDP_ISSUER,
+        audience=DEMO_EXCHANGE_AUDIENCE,
         ttl=ttl,
         kid=DEMO_KID,
     )
@@ -171,6 +189,20 @@ def instructions(options: DemoOptions) -> str:
         "# no token: refused with 401, nothing reaches the graph API",
         f"curl -s {sidecar}/graphql -H 'Content-Type: application/json' -d {body} "
         "| python3 -m json.tool",
+        "",
+        "# token exchange: a broad identity-provider token (no purpose) for a 5-minute token",
+        "# bound to the purpose investigation (RFC 8693)",
+        f"curl -s {sidecar}/token/exchange "
+        "-d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \\",
+        "  -d subject_token_type=urn:ietf:params:oauth:token-type:jwt "
+        "-d scope=purpose:investigation \\",
+        f"  -d subject_token={broad_token('ivan', ('investigator',))} | python3 -m json.tool",
+        "",
+        "# admin API: an admin, for the purpose administration, makes Person.city restricted",
+        f"curl -s {sidecar}/admin/graphql "
+        f"-H 'Authorization: Bearer {demo_token('root', ('admin',), 'administration')}' \\",
+        "  -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(dumps({'query': ADMIN_MUTATION}).decode())} | python3 -m json.tool",
         "",
         "More: a token of your own, e.g.",
         "  .venv/bin/intelgraph-privacy token issue --demo --sub me --roles analyst "

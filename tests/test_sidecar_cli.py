@@ -173,6 +173,22 @@ def test_demo_curl_commands_show_one_person_three_ways(demo: dict[str, Any]) -> 
         ]["code"]
         == "UNAUTHENTICATED"
     )
+    # Token exchange turned the broad token into a short-lived investigation token, and the
+    # admin command (printed, so run, last) made Person.city restricted: the investigation
+    # token is accepted, and the city is now withheld from it.
+    exchanged = seen["bound to the purpose investigation"]
+    assert exchanged["scope"] == "purpose:investigation" and exchanged["expires_in"] == 300
+    admin = seen[
+        "admin API: an admin, for the purpose administration, makes Person.city restricted"
+    ]
+    assert admin == {"data": {"setRedactionRule": True}}
+    reply = post_json(
+        f"http://127.0.0.1:{demo['port']}/graphql",
+        {"query": '{ person(id: "P-00001") { name city } }'},
+        token=exchanged["access_token"],
+    )
+    assert reply.status == 200, reply.raw
+    assert reply.json["data"]["person"] == {"name": cleared["name"], "city": None}
 
 
 def test_demo_serves_its_public_keys(demo: dict[str, Any]) -> None:
