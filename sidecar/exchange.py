@@ -81,6 +81,8 @@ async def handle_exchange(request: web.Request) -> web.Response:
         )
     except (_Refused, ExchangeError) as exc:
         error = exc.error
+        if isinstance(exc, ExchangeError):
+            sub, tenant = exc.sub, exc.tenant
         _audit(state, request_id, sub, tenant, purpose, 400, f"refused: {error}")
         state.metrics.refusals.labels(f"EXCHANGE_{error.upper()}").inc()
         return web.Response(
@@ -100,6 +102,9 @@ async def handle_exchange(request: web.Request) -> web.Response:
 
 
 async def _read_form(request: web.Request) -> dict[str, str]:
+    if request.query_string:
+        # Tokens never travel in URLs (logged by every proxy on the way): refuse, don't ignore.
+        raise _Refused("invalid_request", "send every parameter in the form body, none in the URL")
     if request.content_type != "application/x-www-form-urlencoded":
         raise _Refused("invalid_request", "send the request as application/x-www-form-urlencoded")
     if request.content_length is not None and request.content_length > _MAX_FORM_BYTES:

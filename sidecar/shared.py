@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 
 class SharedStateUnavailableError(Exception):
@@ -26,9 +27,12 @@ class SharedStateWatch:
         read: Callable[[], dict[str, int]],
         *,
         max_age: float = 0.0,
+        executor: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`read` runs on `executor` (default: the loop's), one read at a time."""
         self._read = read
+        self._executor = executor
         self.max_age = max_age
         self._clock = clock
         self._running: asyncio.Future[dict[str, int]] | None = None
@@ -63,7 +67,8 @@ class SharedStateWatch:
         assert waiting is not None
         self._next = None
         started = self._clock()
-        self._running = asyncio.ensure_future(asyncio.to_thread(self._read))
+        loop = asyncio.get_running_loop()
+        self._running = loop.run_in_executor(self._executor, self._read)
 
         def finished(task: asyncio.Future[dict[str, int]]) -> None:
             self._running = None

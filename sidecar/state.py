@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from intelgraph_privacy.redact import Redactor
 from intelgraph_privacy.rules import RedactionRule, apply_rules, load_rules
 from intelgraph_privacy.schema import load_schema, schema_from_introspection
 from intelgraph_privacy.store import Store, open_store
-from intelgraph_privacy.store.versions import REDACTION_RULES, REVOCATIONS, read_versions
+from intelgraph_privacy.store.versions import REDACTION_RULES, REVOCATIONS, VersionReader
 from intelgraph_privacy.tokens import (
     DEMO_AUDIENCE,
     DEMO_EXCHANGE_AUDIENCE,
@@ -99,6 +100,8 @@ class SidecarState:
         self.revocations_version = 0
         self.shared: SharedStateWatch | None = None
         self._shared_lock = asyncio.Lock()
+        self._shared_executor = ThreadPoolExecutor(1, thread_name_prefix="intelgraph-shared")
+        self._version_reader: VersionReader | None = None
         self.upstream = UpstreamClient(config.upstream)
         self.store: Store | None = None
         self.audit: AuditWriter | None = None
@@ -129,9 +132,12 @@ class SidecarState:
             on_error=self._audit_failed,
         )
         self.audit.start()
-        store = self.store
+        # One dedicated connection on one thread: a read is a single round trip.
+        self._version_reader = VersionReader(self.store)
         self.shared = SharedStateWatch(
-            lambda: read_versions(store), max_age=self.config.policy.shared_state_max_age_seconds
+            self._version_reader.read,
+            max_age=self.config.policy.shared_state_max_age_seconds,
+            executor=self._shared_executor,
         )
         await self.sync_shared()
         await self.upstream.start()
@@ -154,6 +160,12 @@ class SidecarState:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self.upstream.close()
+        if self._version_reader is not None:
+            # Closed on the thread that used it, then the thread ends.
+            await asyncio.get_running_loop().run_in_executor(
+                self._shared_executor, self._version_reader.close
+            )
+        self._shared_executor.shutdown(wait=True)
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
         if self.store is not None:

@@ -88,9 +88,7 @@ def test_a_failed_read_fails_its_callers_and_the_next_call_reads_again() -> None
     watch = SharedStateWatch(source.read, max_age=60)
 
     async def scenario() -> None:
-        results = await asyncio.gather(
-            *(watch.fresh() for _ in range(5)), return_exceptions=True
-        )
+        results = await asyncio.gather(*(watch.fresh() for _ in range(5)), return_exceptions=True)
         assert all(isinstance(r, SharedStateUnavailableError) for r in results)
         assert "unreachable" in str(results[0])
         source.fail = False
@@ -158,3 +156,41 @@ def test_counters_on_postgresql(pg_store: object) -> None:
     with pg_store.begin() as connection:
         bump_version(connection, REDACTION_RULES)
     assert read_versions(pg_store)[REDACTION_RULES] == before + 1
+
+
+def test_the_version_reader_sees_every_commit_after_its_previous_read(store: object) -> None:
+    """One long-lived connection must never keep reading an old snapshot (both backends)."""
+    from intelgraph_privacy.store import Store
+    from intelgraph_privacy.store.versions import REVOCATIONS, VersionReader
+
+    assert isinstance(store, Store)
+    reader = VersionReader(store)
+    try:
+        before = reader.read().get(REVOCATIONS, 0)
+        for step in range(1, 4):
+            with store.begin() as connection:  # another connection, as another replica
+                bump_version(connection, REVOCATIONS)
+            assert reader.read()[REVOCATIONS] == before + step
+    finally:
+        reader.close()
+
+
+def test_the_version_reader_reconnects_after_a_failure(tmp_path: Path) -> None:
+    from intelgraph_privacy.store.errors import StoreError
+    from intelgraph_privacy.store.versions import VersionReader
+
+    store = open_store(None, data_dir=tmp_path)
+    reader = VersionReader(store)
+    try:
+        assert reader.read() == {}
+        with store.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE state_versions RENAME TO moved")
+        with pytest.raises(StoreError, match="shared state"):
+            reader.read()
+        with store.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE moved RENAME TO state_versions")
+            bump_version(connection, REDACTION_RULES)
+        assert reader.read() == {REDACTION_RULES: 1}
+    finally:
+        reader.close()
+        store.close()

@@ -86,6 +86,8 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_on_begin(connection: Connection) -> None:
     mode = connection.get_execution_options().get(_SQLITE_BEGIN, "DEFERRED")
+    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return  # each statement is its own transaction: never hold a snapshot open
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 

@@ -6,10 +6,14 @@ with one small query and reloads only what moved.
 
 from __future__ import annotations
 
+import contextlib
+
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from intelgraph_privacy.store.engine import Store
+from intelgraph_privacy.store.errors import StoreError
 from intelgraph_privacy.store.schema import state_versions
 
 #: The counters the product keeps.
@@ -37,3 +41,42 @@ def read_versions(store: Store) -> dict[str, int]:
     with store.read() as connection:
         rows = connection.execute(select(state_versions.c.name, state_versions.c.version))
         return {name: int(version) for name, version in rows}
+
+
+class VersionReader:
+    """Reads every counter over one dedicated autocommit connection: one round trip per read.
+
+    For callers that read on every request (the sidecar). Not thread-safe: use it from one
+    thread at a time (the sidecar runs it on a single-thread executor). A failed read drops the
+    connection; the next read opens a new one. Raises StoreError.
+    """
+
+    _QUERY = select(state_versions.c.name, state_versions.c.version)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._connection: Connection | None = None
+
+    def read(self) -> dict[str, int]:
+        """Every counter's current value."""
+        try:
+            if self._connection is None:
+                # Autocommit: no BEGIN/ROLLBACK round trips around a single-row-set read.
+                self._connection = self._store.engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT"
+                )
+            rows = self._connection.execute(self._QUERY).all()
+            # End SQLAlchemy's implicit transaction (no round trip in autocommit): the next
+            # read must not see an old snapshot.
+            self._connection.commit()
+        except SQLAlchemyError as exc:
+            self.close()
+            raise StoreError(f"{self._store.url}: cannot read the shared state: {exc}") from exc
+        return {name: int(version) for name, version in rows}
+
+    def close(self) -> None:
+        """Release the connection (it is reopened on the next read)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(SQLAlchemyError):  # already broken: nothing to release
+                connection.close()

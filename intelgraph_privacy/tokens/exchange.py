@@ -36,10 +36,20 @@ ExchangeErrorCode = Literal["invalid_request", "invalid_grant", "invalid_scope",
 class ExchangeError(PrivacyError):
     """A refused exchange, with its RFC 6749 section 5.2 error code."""
 
-    def __init__(self, error: ExchangeErrorCode, description: str) -> None:
+    def __init__(
+        self,
+        error: ExchangeErrorCode,
+        description: str,
+        *,
+        sub: str | None = None,
+        tenant: str | None = None,
+    ) -> None:
         super().__init__(description)
         self.error: ExchangeErrorCode = error
         self.description = description
+        #: Who asked, when the subject token verified (for the audit log).
+        self.sub = sub
+        self.tenant = tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,17 +167,28 @@ class TokenExchange:
         except PolicyError:
             # No exchange policy, or a failing one: nothing is issued.
             raise ExchangeError(
-                "invalid_scope", "the exchange policy could not be evaluated"
+                "invalid_scope",
+                "the exchange policy could not be evaluated",
+                sub=subject.sub,
+                tenant=subject.tenant,
             ) from None
         if not isinstance(allowed, set | frozenset | list) or purpose not in allowed:
             raise ExchangeError(
-                "invalid_scope", f"the exchange policy does not allow purpose {purpose!r} here"
+                "invalid_scope",
+                f"the exchange policy does not allow purpose {purpose!r} here",
+                sub=subject.sub,
+                tenant=subject.tenant,
             )
         now = int(self._clock())
         # Never outlive the subject token, nor the purpose's own maximum.
         lifetime = min(self.ttl, self.purposes[purpose].max_ttl_seconds, subject.expires_at - now)
         if lifetime <= 0:
-            raise ExchangeError("invalid_grant", "the subject token expires now")
+            raise ExchangeError(
+                "invalid_grant",
+                "the subject token expires now",
+                sub=subject.sub,
+                tenant=subject.tenant,
+            )
         extra: dict[str, Any] = {}
         if subject.region is not None:
             extra["region"] = subject.region
