@@ -52,7 +52,7 @@ from sidecar.errors import UpstreamError
 from sidecar.guards import DocumentMeasure
 from sidecar.logs import get_logger
 from sidecar.metrics import SidecarMetrics
-from sidecar.shared import SharedStateWatch
+from sidecar.shared import SharedStateUnavailableError, SharedStateWatch
 from sidecar.upstream import UpstreamClient
 
 #: Until the upstream schema has loaded, introspection is retried this often.
@@ -233,17 +233,20 @@ class SidecarState:
             return
         async with self._shared_lock:
             store = self.store
-            if revocations_version > self.revocations_version:
-                self.revoked.replace(await asyncio.to_thread(revoked_token_ids, store))
-                self.revocations_version = revocations_version
-            if rules_version > self.rules_version:
-                self.rules = await asyncio.to_thread(load_rules, store)
-                self.rules_version = rules_version
+            try:
+                if revocations_version > self.revocations_version:
+                    self.revoked.replace(await asyncio.to_thread(revoked_token_ids, store))
+                    self.revocations_version = revocations_version
+                if rules_version > self.rules_version:
+                    self.rules = await asyncio.to_thread(load_rules, store)
+                    self.rules_version = rules_version
+            except PrivacyError as exc:  # StoreError: the change cannot be read, so refuse
+                raise SharedStateUnavailableError(str(exc)) from exc
+            if self.runtime is not None and self.runtime.rules_version != self.rules_version:
                 runtime = self.runtime
-                if runtime is not None:
-                    self.runtime = self._build_runtime(
-                        runtime.schema, runtime.schema_hash, runtime.file_catalog
-                    )
+                self.runtime = self._build_runtime(
+                    runtime.schema, runtime.schema_hash, runtime.file_catalog
+                )
                 self.log.info(
                     "redaction rules applied",
                     extra={"rules_version": rules_version, "rules": len(self.rules)},

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -28,7 +29,7 @@ from urllib.parse import urlencode
 
 import pytest
 from aiohttp import web
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from jwcrypto import jwk
 from jwcrypto.jwa import JWA
@@ -473,6 +474,29 @@ def test_refusals_are_audited(demo_sidecar: Sidecar, upstream: RecordingUpstream
             assert piece not in text
 
 
+_REQUEST_ID_BUG = (
+    "sidecar/proxy.py request_id_of checks X-Request-Id with str.isalnum(), which is true for "
+    "any Unicode letter or digit: non-ASCII ids (fullwidth, Arabic, a Cyrillic homoglyph of an "
+    "ASCII id) are reflected in the response header and written to the audit log as request ids"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=_REQUEST_ID_BUG)
+def test_only_ascii_request_ids_are_kept(demo_sidecar: Sidecar) -> None:
+    """A refused request's X-Request-Id is kept only when it is ASCII letters, digits, dashes."""
+    supplied = ["\uff52\uff45\uff51\uff11", "\u0430dmin-req"]  # fullwidth "req1"; Cyrillic a
+    for request_id in supplied:
+        # http.client sends a str header as latin-1 bytes: send the UTF-8 bytes of the id.
+        wire = request_id.encode("utf-8").decode("latin-1")
+        reply = send(demo_sidecar, "Bearer x.y.z", headers={"X-Request-Id": wire})
+        assert reply.status == 401
+        echoed = lower_headers(reply)["x-request-id"].encode("latin-1").decode("utf-8")
+        assert echoed.isascii(), echoed
+    demo_sidecar.flush_audit()
+    for entry in AuditLog(store_of(demo_sidecar)).tail(len(supplied)):
+        assert entry.record.request_id.isascii(), entry.record.request_id
+
+
 # -- revocation ------------------------------------------------------------------------------
 
 
@@ -812,6 +836,7 @@ RESERVED_HEADERS = frozenset(
         "transfer-encoding",
         "upgrade",
         "accept-encoding",
+        "x-request-id",  # set explicitly below
     }
 )
 FUZZ = settings(
@@ -920,9 +945,12 @@ def check_fuzzed(env: FuzzEnv, authorization: str | None, headers: dict[str, str
             token = authorization.strip(" \t").partition(" ")[2].strip(" \t")
             if len(token) >= 24:
                 assert token not in reply.raw.decode("utf-8", "replace")
-    # The request id is reflected only when it is a sane token.
+    # The request id is the one sent (as HTTP trims it) or a fresh one, never anything else.
+    sent_id = headers.get("X-Request-Id")
     request_id = lower_headers(reply)["x-request-id"]
-    assert 0 < len(request_id) <= 64 and request_id.replace("-", "").isalnum()
+    fresh = re.fullmatch(r"[0-9a-f]{32}", request_id) is not None
+    assert fresh or (sent_id is not None and request_id == sent_id.strip(" \t")), request_id
+    event(f"status {reply.status}")
 
 
 @FUZZ
@@ -959,8 +987,7 @@ def extra_headers(draw: st.DrawFn) -> dict[str, str]:
     headers = draw(st.dictionaries(names, field_text(80), max_size=6))
     if draw(st.booleans()):
         headers["X-Request-Id"] = draw(field_text(100))
-    # urllib title-cases names: two spellings of one name would collapse, keep one of each.
-    return {name: value for name, value in headers.items() if name.lower() != "authorization"}
+    return headers
 
 
 @FUZZ
