@@ -18,11 +18,20 @@ from sidecar.proxy import STATE, handle_graphql, request_id_of
 from sidecar.state import SidecarState
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: One request header at most: room for the largest `auth.max_token_bytes` (64 KiB) and "Bearer ".
+MAX_HEADER_BYTES = 65536 + 64
 
 
 def create_app(config: SidecarConfig, *, state: SidecarState | None = None) -> web.Application:
     """Build the sidecar application; the state starts and stops with the app."""
-    app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=[_fail_closed])
+    app = web.Application(
+        client_max_size=config.limits.max_body_bytes,
+        middlewares=[_fail_closed],
+        # aiohttp's own limit on one header (8190 bytes) would answer long tokens itself, with a
+        # plain-text 400 that quotes them: let every token up to the largest allowed reach the
+        # verifier, which refuses oversized ones with the 401 contract.
+        handler_args={"max_field_size": MAX_HEADER_BYTES},
+    )
     state = state or SidecarState(config)
     app[STATE] = state
     app.cleanup_ctx.append(_lifecycle)

@@ -424,7 +424,8 @@ def _record(
 def request_id_of(request: web.Request) -> str:
     """The client's X-Request-Id when it is a sane token, else a fresh one."""
     supplied = request.headers.get(_REQUEST_ID_HEADER, "")
-    if 0 < len(supplied) <= 64 and supplied.replace("-", "").isalnum():
+    # ASCII only: str.isalnum() also accepts look-alike letters from any script.
+    if 0 < len(supplied) <= 64 and supplied.isascii() and supplied.replace("-", "").isalnum():
         return supplied
     return uuid.uuid4().hex
 

@@ -474,14 +474,6 @@ def test_refusals_are_audited(demo_sidecar: Sidecar, upstream: RecordingUpstream
             assert piece not in text
 
 
-_REQUEST_ID_BUG = (
-    "sidecar/proxy.py request_id_of checks X-Request-Id with str.isalnum(), which is true for "
-    "any Unicode letter or digit: non-ASCII ids (fullwidth, Arabic, a Cyrillic homoglyph of an "
-    "ASCII id) are reflected in the response header and written to the audit log as request ids"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_REQUEST_ID_BUG)
 def test_only_ascii_request_ids_are_kept(demo_sidecar: Sidecar) -> None:
     """A refused request's X-Request-Id is kept only when it is ASCII letters, digits, dashes."""
     supplied = ["\uff52\uff45\uff51\uff11", "\u0430dmin-req"]  # fullwidth "req1"; Cyrillic a
@@ -594,15 +586,6 @@ def test_oversized_token_is_refused_before_the_upstream(
     assert upstream.count() == before
 
 
-_FIELD_SIZE_BUG = (
-    "aiohttp's default max_field_size (8190 bytes) rejects an Authorization header longer than "
-    "that before the sidecar's handler runs: a text/plain 400 without WWW-Authenticate, not "
-    "audited, quoting the header's first 100 bytes (the token's header and payload start); "
-    "sidecar/app.py does not size the parser limits to auth.max_token_bytes"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_FIELD_SIZE_BUG)
 def test_oversized_token_gets_the_401_contract(
     demo_sidecar: Sidecar, upstream: RecordingUpstream
 ) -> None:
@@ -612,7 +595,6 @@ def test_oversized_token_gets_the_401_contract(
     assert_refused(send(demo_sidecar, f"Bearer {token}"), upstream, before, token=token)
 
 
-@pytest.mark.xfail(strict=True, reason=_FIELD_SIZE_BUG)
 def test_token_within_max_token_bytes_is_served(
     demo_sidecar: Sidecar, upstream: RecordingUpstream
 ) -> None:
