@@ -414,12 +414,20 @@ def _token_jwks(args: argparse.Namespace) -> int:
 def _token_revoke(args: argparse.Namespace) -> int:
     # Imported here: intelgraph_privacy.cli imports this module.
     from intelgraph_privacy.cli import open_store_from_args
-    from intelgraph_privacy.tokens import revoke_token
+    from intelgraph_privacy.tokens import DEFAULT_MAX_TOKEN_AGE, revoke_token
 
     revoked_by = args.by or os.environ.get("USER") or "cli"
+    # Keep the revocation as long as the sidecar accepts tokens: its max_token_age_seconds.
+    max_age = DEFAULT_MAX_TOKEN_AGE
+    if args.config:
+        from intelgraph_privacy.config import load_config
+
+        max_age = load_config(args.config).auth.max_token_age_seconds
     store = open_store_from_args(args)
     try:
-        revoked = revoke_token(store, args.jti, revoked_by=revoked_by, reason=args.reason)
+        revoked = revoke_token(
+            store, args.jti, revoked_by=revoked_by, reason=args.reason, max_token_age=max_age
+        )
     finally:
         store.close()
     print(f"revoked {args.jti}" if revoked else f"{args.jti} was already revoked")

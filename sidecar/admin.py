@@ -40,7 +40,7 @@ from sqlalchemy import Connection
 from intelgraph_privacy.audit import AuditBackpressure, AuditLog, AuditRecord
 from intelgraph_privacy.codec import dumps, loads
 from intelgraph_privacy.cost.shapes import CostShapeError, approve_cost_shape
-from intelgraph_privacy.errors import PolicyError
+from intelgraph_privacy.errors import ConfigError, PolicyError
 from intelgraph_privacy.principal import Principal
 from intelgraph_privacy.rtbf.jobs import ErasureRequestError, parse_scope, request_erasure
 from intelgraph_privacy.rules import RuleError, check_rule, clear_redaction_rule, set_redaction_rule
@@ -148,7 +148,8 @@ def _guarded(attribute: str, resolver: Resolver) -> Resolver:
             )
         try:
             return await resolver(context, **arguments)
-        except (RuleError, CostShapeError, ErasureRequestError) as exc:
+        except (RuleError, CostShapeError, ErasureRequestError, ConfigError) as exc:
+            # Input the library refused (ConfigError: e.g. an empty or overlong jti).
             raise GraphQLError(str(exc), extensions={"code": "BAD_USER_INPUT"}) from None
         except StoreError:
             raise GraphQLError(
@@ -191,18 +192,21 @@ async def handle_admin(request: web.Request) -> web.Response:
         if isinstance(result, Awaitable):
             result = await result
         assert isinstance(result, ExecutionResult)
-        body = _result_body(result)
+        body = _result_body(result, state)
         status = 200
         detail = _error_codes(body)
     except SidecarError as exc:
         status, body, detail = exc.status, exc.body(), exc.code
+        if status == 403:
+            body = {"data": None, **body}  # as /graphql answers a denied operation
         state.metrics.refusals.labels(exc.code).inc()
         where = (request_id, principal, operation_name, operation_type, document_hash)
         _submit(state, _record(state, *where, status, detail))
         return _json(status, body, request_id, exc.headers)
     state.metrics.observe(f"admin:{operation_name or '-'}", status, time.perf_counter() - started)
-    if operation_type != "mutation":
-        # Mutations audited themselves, in their own transaction; reads are audited here.
+    if operation_type != "mutation" or detail is not None:
+        # A change is audited in its own transaction; reads, and mutations any of whose fields
+        # failed (bad input, another tenant, the store), are audited here.
         where = (request_id, principal, operation_name, operation_type, document_hash)
         _submit(state, _record(state, *where, status, detail))
     return _json(status, body, request_id)
@@ -212,7 +216,9 @@ async def _read_body(
     request: web.Request, state: SidecarState
 ) -> tuple[str, dict[str, Any], str | None]:
     if request.content_type != "application/json":
-        raise ClientError(415, "send the admin request as application/json", "UNSUPPORTED_MEDIA")
+        raise ClientError(
+            415, "send the admin request as application/json", "UNSUPPORTED_MEDIA_TYPE"
+        )
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -316,14 +322,19 @@ def _root_fields(document: DocumentNode, selection_set: SelectionSetNode) -> Ite
                     pending.append(fragments[selection.name.value].selection_set)
 
 
-def _result_body(result: ExecutionResult) -> dict[str, Any]:
+def _result_body(result: ExecutionResult, state: SidecarState) -> dict[str, Any]:
     body: dict[str, Any] = {"data": result.data}
     if result.errors:
         errors = []
         for error in result.errors:
             code = (error.extensions or {}).get("code")
             if code is None:
-                # An unexpected failure inside a resolver: say nothing of its internals.
+                # An unexpected failure inside a resolver: logged, but say nothing of it here.
+                state.log.error(
+                    "admin resolver failed",
+                    exc_info=error.original_error or error,
+                    extra={"path": list(error.path or ())},
+                )
                 code, message = "INTERNAL_ERROR", "internal error"
             else:
                 message = error.message

@@ -279,6 +279,7 @@ def authenticate(state: SidecarState, request: web.Request) -> Principal:
     try:
         return state.verifier.authenticate(token.strip())[1]
     except TokenError as exc:
+        state.log.info("token refused", extra={"reason": exc.reason})
         raise ClientError(
             401,
             f"invalid token: {exc}",

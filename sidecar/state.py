@@ -151,7 +151,19 @@ class SidecarState:
             self._spawn(self._schema_loop, SCHEMA_RETRY_SECONDS)
         if self.config.auth.jwks and not self.config.demo:
             # A file or a URL: both are read again, so keys rotate without a restart.
-            self._spawn(self._jwks_loop, self.config.auth.jwks_refresh_seconds)
+            self._spawn(
+                self._jwks_loop(self.config.auth.jwks, self.verifier, "auth.jwks"),
+                self.config.auth.jwks_refresh_seconds,
+            )
+        subject_jwks = self.config.token_exchange.subject.jwks
+        if self.exchange is not None and self.config.token_exchange.enabled and subject_jwks:
+            # The identity provider rotates its keys too (Okta, Entra ID: every few weeks).
+            self._spawn(
+                self._jwks_loop(
+                    subject_jwks, self.exchange.subject_verifier, "token_exchange.subject.jwks"
+                ),
+                self.config.auth.jwks_refresh_seconds,
+            )
 
     async def stop(self) -> None:
         """Stop the loops, flush the audit log, close the pool and the store."""
@@ -308,21 +320,29 @@ class SidecarState:
             except (UpstreamError, PrivacyError) as exc:
                 self.log.error("schema refresh failed", extra={"error": str(exc)})
 
-    async def _jwks_loop(self, period: float) -> None:
-        source = self.config.auth.jwks or ""
-        while True:
-            await asyncio.sleep(period)
-            try:
-                keys = await asyncio.to_thread(load_jwks, source)
-                if keys.fingerprint != self.verifier.keys.fingerprint:
-                    # Refused (ConfigError) when it holds the demo key or no usable key.
-                    self.verifier.keys = keys
-                    self.log.info("JWKS rotated", extra={"jwks": keys.fingerprint[:16]})
-            except PrivacyError as exc:
-                # Unreachable or refused: keep verifying with the previous keys, keep trying.
-                self.log.error(
-                    "JWKS refresh failed; the previous keys stay", extra={"error": str(exc)}
-                )
+    def _jwks_loop(
+        self, source: str, verifier: JwtVerifier, setting: str
+    ) -> Callable[[float], Coroutine[Any, Any, None]]:
+        async def refresh(period: float) -> None:
+            while True:
+                await asyncio.sleep(period)
+                try:
+                    keys = await asyncio.to_thread(load_jwks, source)
+                    if keys.fingerprint != verifier.keys.fingerprint:
+                        # Refused (ConfigError) when it holds the demo key or no usable key.
+                        verifier.keys = keys
+                        self.log.info(
+                            "JWKS rotated",
+                            extra={"jwks": keys.fingerprint[:16], "setting": setting},
+                        )
+                except PrivacyError as exc:
+                    # Unreachable or refused: keep verifying with the previous keys, keep trying.
+                    self.log.error(
+                        "JWKS refresh failed; the previous keys stay",
+                        extra={"error": str(exc), "setting": setting},
+                    )
+
+        return refresh
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from tests.sidecar_env import (
     sidecar_config,
     start_demo_sidecar,
     start_sidecar,
+    wait_until,
 )
 
 GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -763,3 +764,36 @@ def test_exchange_disabled_by_default(sidecar: Sidecar, prod_keys: ProductionKey
     reply = post_form(sidecar, form(prod_keys.token(["analyst"]), "analytics"))
     assert reply.status in (404, 405), reply.raw
     assert b"access_token" not in reply.raw
+
+
+def test_the_identity_providers_rotated_keys_are_picked_up(
+    upstream: RecordingUpstream, test_keys: SigningKeys, tmp_path: Path
+) -> None:
+    """The IdP's JWKS is read again like auth.jwks: a rotated key works without a restart."""
+    keys = ProductionKeys(tmp_path / "keys", test_keys)
+    running = start_sidecar(
+        upstream.graphql_url,
+        keys.auth,
+        tmp_path / "rotating",
+        **keys.settings(),
+        auth__jwks_refresh_seconds=0.1,
+    )
+    try:
+        assert_granted(post_form(running, form(keys.token(["analyst"]), "analytics")), "analytics")
+        rotated = generate_signing_key("EdDSA", kid="idp-2")
+        new_subject = idp_token(
+            "user-1",
+            ["analyst"],
+            key=rotated,
+            kid="idp-2",
+            issuer=IDP_ISSUER,
+            audience=IDP_AUDIENCE,
+        )
+        assert_refused(post_form(running, form(new_subject, "analytics")), "invalid_grant")
+        # The provider publishes the new key next to the old one.
+        keys.idp_jwks.write_bytes(codec.dumps(public_jwks(keys.idp, rotated)))
+        assert wait_until(
+            lambda: post_form(running, form(new_subject, "analytics")).status == 200, timeout=5
+        )
+    finally:
+        running.server.stop()
