@@ -34,6 +34,7 @@ from graphql import (
     parse,
     validate,
 )
+from graphql.execution.values import get_variable_values
 from graphql.language import StringValueNode
 from sqlalchemy import Connection
 
@@ -181,6 +182,7 @@ async def handle_admin(request: web.Request) -> web.Response:
         operation_type = operation.operation.value
         operation_name = operation.name.value if operation.name else operation_name
         _authorise(state, principal, document, operation)
+        _check_variables(operation, variables)
         context = AdminContext(state, principal, request_id, document_hash)
         result = execute(
             _ADMIN_SCHEMA_CACHE.schema,
@@ -271,6 +273,15 @@ def _parse(
         introspection_allowed=True,  # the admin schema is documented; it hides nothing
     )
     return document, operation
+
+
+def _check_variables(operation: OperationDefinitionNode, variables: dict[str, Any]) -> None:
+    """A 400 for variables that do not fit the operation (a client mistake, caught up front)."""
+    coerced = get_variable_values(
+        _ADMIN_SCHEMA_CACHE.schema, operation.variable_definitions or (), variables
+    )
+    if isinstance(coerced, list):
+        raise ClientError(400, coerced[0].message, "GRAPHQL_VALIDATION_FAILED")
 
 
 def _authorise(
@@ -559,6 +570,23 @@ _ADMIN_SCHEMA_CACHE = _SchemaCache()
 def add_admin_routes(app: web.Application) -> None:
     """Serve the admin API at /admin/graphql (POST only)."""
     app.router.add_route("POST", "/admin/graphql", handle_admin)
+    app.router.add_route("*", "/admin/graphql", _method_not_allowed)
+
+
+async def _method_not_allowed(request: web.Request) -> web.Response:
+    # Mutations never travel in a URL: the admin API takes POST only.
+    request.app[STATE].metrics.refusals.labels("METHOD_NOT_ALLOWED").inc()
+    body = {
+        "errors": [
+            {"message": "/admin/graphql takes POST", "extensions": {"code": "METHOD_NOT_ALLOWED"}}
+        ]
+    }
+    return web.Response(
+        body=dumps(body),
+        status=405,
+        content_type="application/json",
+        headers={"Allow": "POST", "X-Request-Id": request_id_of(request)},
+    )
 
 
 __all__ = ["ADMIN_SDL", "add_admin_routes", "build_admin_schema", "handle_admin"]
