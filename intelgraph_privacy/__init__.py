@@ -6,7 +6,8 @@ The main entry points:
 - `PolicyEngine`: Rego policies on regorus, one cached decision per request;
 - `Redactor`: plans and applies redaction to responses;
 - `Principal`: who is asking, and why;
-- `TokenVerifier` and `issue_token`: bearer JWTs, verified strictly against a JWKS;
+- `TokenVerifier` and `issue_token`: purpose-bound bearer JWTs, verified strictly against a JWKS
+  with a `PurposeVocabulary`; `TokenExchange` trades a broad token for a purpose-bound one;
 - `load_config`: the sidecar's settings (YAML plus `INTELGRAPH_*` environment variables).
 
 The store and the audit log live in `intelgraph_privacy.store` and `intelgraph_privacy.audit`.
@@ -29,10 +30,13 @@ from intelgraph_privacy.schema import load_schema, schema_from_sdl
 from intelgraph_privacy.tokens import (
     Claims,
     KeySet,
+    PurposeVocabulary,
     TokenError,
+    TokenExchange,
     TokenVerifier,
     issue_token,
     load_jwks,
+    load_purposes,
 )
 
 __version__ = "0.1.0"
@@ -50,11 +54,13 @@ __all__ = [
     "PolicyError",
     "Principal",
     "PrivacyError",
+    "PurposeVocabulary",
     "Redacted",
     "RedactionReport",
     "Redactor",
     "SidecarConfig",
     "TokenError",
+    "TokenExchange",
     "TokenVerifier",
     "__version__",
     "catalog_from_mapping",
@@ -62,6 +68,7 @@ __all__ = [
     "load_catalog",
     "load_config",
     "load_jwks",
+    "load_purposes",
     "load_schema",
     "schema_from_sdl",
 ]
