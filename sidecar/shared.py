@@ -5,6 +5,9 @@ therefore waits for a read of the store's change counters that *started after it
 are coalesced, so under load one read serves every request that arrived while the previous read
 was running, and the store sees about one query per round trip, not one per request.
 `max_age` > 0 relaxes this: a read younger than that is good enough.
+
+A read that costs less than a thread hop (SQLite in-process: about 20 µs) runs `inline` on the
+event loop instead: each request then simply reads before it is served.
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ class SharedStateWatch:
         *,
         max_age: float = 0.0,
         executor: Executor | None = None,
+        inline: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`read` runs on `executor` (default: the loop's), one read at a time."""
+        """`read` runs on `executor` (default: the loop's), one read at a time, or on the event
+        loop itself with `inline` (only for reads that never wait on a network)."""
         self._read = read
         self._executor = executor
+        self.inline = inline
         self.max_age = max_age
         self._clock = clock
         self._running: asyncio.Future[dict[str, int]] | None = None
@@ -54,6 +60,8 @@ class SharedStateWatch:
             and self._clock() - self._last_started <= self.max_age
         ):
             return self._last
+        if self.inline:
+            return self._read_inline()
         waiting = self._next
         if waiting is None:
             waiting = self._next = asyncio.get_running_loop().create_future()
@@ -61,6 +69,17 @@ class SharedStateWatch:
                 self._start()
         # shield: one cancelled request must not cancel the read others wait on.
         return await asyncio.shield(waiting)
+
+    def _read_inline(self) -> dict[str, int]:
+        started = self._clock()
+        try:
+            versions = self._read()
+        except Exception as exc:
+            raise SharedStateUnavailableError(str(exc)) from exc
+        finally:
+            self.reads += 1
+        self._last, self._last_started = versions, started
+        return versions
 
     def _start(self) -> None:
         waiting = self._next

@@ -138,6 +138,8 @@ class SidecarState:
             self._version_reader.read,
             max_age=self.config.policy.shared_state_max_age_seconds,
             executor=self._shared_executor,
+            # SQLite is read in-process in about 20 µs, less than a hop to a thread and back.
+            inline=self.store.dialect == "sqlite",
         )
         await self.sync_shared()
         await self.upstream.start()
@@ -174,9 +176,12 @@ class SidecarState:
         await self.upstream.close()
         if self._version_reader is not None:
             # Closed on the thread that used it, then the thread ends.
-            await asyncio.get_running_loop().run_in_executor(
-                self._shared_executor, self._version_reader.close
-            )
+            if self.shared is not None and self.shared.inline:
+                self._version_reader.close()
+            else:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._shared_executor, self._version_reader.close
+                )
         self._shared_executor.shutdown(wait=True)
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)

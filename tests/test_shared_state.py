@@ -194,3 +194,19 @@ def test_the_version_reader_reconnects_after_a_failure(tmp_path: Path) -> None:
     finally:
         reader.close()
         store.close()
+
+
+def test_inline_reads_happen_on_every_call_and_fail_closed() -> None:
+    source = CountingStore(delay=0.0)
+    watch = SharedStateWatch(source.read, inline=True)
+
+    async def scenario() -> None:
+        assert await watch.fresh() == {"counter": 0}
+        source.value = 3
+        assert await watch.fresh() == {"counter": 3}  # no caching without max_age
+        source.fail = True
+        with pytest.raises(SharedStateUnavailableError, match="unreachable"):
+            await watch.fresh()
+
+    asyncio.run(scenario())
+    assert len(source.started) == 3 and watch.reads == 3
