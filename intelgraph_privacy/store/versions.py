@@ -7,6 +7,7 @@ with one small query and reloads only what moved.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -46,37 +47,44 @@ def read_versions(store: Store) -> dict[str, int]:
 class VersionReader:
     """Reads every counter over one dedicated autocommit connection: one round trip per read.
 
-    For callers that read on every request (the sidecar). Not thread-safe: use it from one
-    thread at a time (the sidecar runs it on a single-thread executor). A failed read drops the
-    connection; the next read opens a new one. Raises StoreError.
+    For callers that read on every request (the sidecar): the query goes straight to the
+    driver's cursor (about 3 µs on SQLite, one round trip on PostgreSQL), without SQLAlchemy's
+    per-statement work. Not thread-safe: use it from one thread (the sidecar's event loop for
+    SQLite, a single-thread executor for PostgreSQL). A failed read drops the connection; the
+    next read opens a new one. Raises StoreError.
     """
 
-    _QUERY = select(state_versions.c.name, state_versions.c.version)
+    _QUERY = f"SELECT name, version FROM {state_versions.name}"
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._connection: Connection | None = None
+        self._driver: Any = None
 
     def read(self) -> dict[str, int]:
         """Every counter's current value."""
         try:
             if self._connection is None:
-                # Autocommit: no BEGIN/ROLLBACK round trips around a single-row-set read.
+                # Autocommit: each read is its own statement, never an old snapshot, and no
+                # BEGIN/ROLLBACK round trips around it.
                 self._connection = self._store.engine.connect().execution_options(
                     isolation_level="AUTOCOMMIT"
                 )
-            rows = self._connection.execute(self._QUERY).all()
-            # End SQLAlchemy's implicit transaction (no round trip in autocommit): the next
-            # read must not see an old snapshot.
-            self._connection.commit()
-        except SQLAlchemyError as exc:
+                self._driver = self._connection.connection.driver_connection
+            cursor = self._driver.cursor()
+            try:
+                cursor.execute(self._QUERY)
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        except Exception as exc:  # the driver's own errors (sqlite3, psycopg) and SQLAlchemy's
             self.close()
             raise StoreError(f"{self._store.url}: cannot read the shared state: {exc}") from exc
-        return {name: int(version) for name, version in rows}
+        return {str(name): int(version) for name, version in rows}
 
     def close(self) -> None:
         """Release the connection (it is reopened on the next read)."""
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._driver = self._connection, None, None
         if connection is not None:
             with contextlib.suppress(SQLAlchemyError):  # already broken: nothing to release
                 connection.close()
