@@ -51,6 +51,7 @@ from intelgraph_privacy.tokens import record_revocation
 from sidecar.errors import ClientError, SidecarError
 from sidecar.guards import check_document, measure
 from sidecar.proxy import STATE, authenticate, request_id_of, sync_shared_or_refuse
+from sidecar.shared import SharedStateUnavailableError
 from sidecar.state import SidecarState
 
 #: The admin schema: PRODUCT.md's operations, plus reading and clearing rules and revoking tokens.
@@ -155,6 +156,13 @@ def _guarded(attribute: str, resolver: Resolver) -> Resolver:
         except StoreError:
             raise GraphQLError(
                 "the store is unavailable; nothing was changed",
+                extensions={"code": "STORE_UNAVAILABLE"},
+            ) from None
+        except SharedStateUnavailableError:
+            # Committed, but this replica could not re-read the store afterwards; every
+            # request (here too) re-reads it before it is served, or is refused.
+            raise GraphQLError(
+                "the change is stored, but the store could not be read back here; retry reads",
                 extensions={"code": "STORE_UNAVAILABLE"},
             ) from None
 
