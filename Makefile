@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# pycanon pins exact numpy/pandas versions: it gets an environment of its own, used only by the
+# k-anonymity cross-check (tests/test_kanon_pycanon.py).
+PYCANON_VENV  ?= .venv-pycanon
+PYCANON_STAMP := $(PYCANON_VENV)/.installed-stamp
 
-.PHONY: demo test lint bench services venv clean
+.PHONY: demo test lint bench services venv pycanon-venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,13 +18,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+$(PYCANON_STAMP): scripts/pycanon-requirements.txt
+	@test -x $(PYCANON_VENV)/bin/python || $(PYTHON) -m venv $(PYCANON_VENV)
+	$(PYCANON_VENV)/bin/python -m pip install --quiet -r scripts/pycanon-requirements.txt
+	@touch $(PYCANON_STAMP)
+
+pycanon-venv: $(PYCANON_STAMP)
+
 services:
 	@bash scripts/ensure-services.sh
 
 demo: $(STAMP)
 	$(VENV)/bin/intelgraph-privacy demo
 
-test: $(STAMP) services
+test: $(STAMP) $(PYCANON_STAMP) services
 	$(VENV)/bin/intelgraph-privacy policy test rego/
 	$(PY) -m pytest
 
@@ -34,4 +45,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/sidecar_overhead.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(PYCANON_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -82,6 +82,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             schema.access_reviews,
         ),
     ),
+    Migration(
+        3,
+        "privacy budget ledger and DP releases",
+        create_tables(schema.privacy_budget, schema.dp_releases),
+    ),
 )
 
 

@@ -185,3 +185,38 @@ access_reviews = Table(
     Column("closed_at", UTCDateTime),
     Index(None, "tenant", "status"),
 )
+
+# -- differential privacy budget ledger (migration 3) -----------------------------------------
+
+#: Privacy budget spent per tenant, purpose and window. Amounts are integers in units of 1e-9
+#: epsilon (and 1e-12 delta), so that debits add exactly and a check-and-add is one statement.
+privacy_budget = Table(
+    "privacy_budget",
+    metadata,
+    Column("tenant", String(255), primary_key=True),
+    Column("purpose", String(64), primary_key=True),
+    Column("window_start", UTCDateTime, primary_key=True),
+    Column("epsilon_budget", BigInteger, nullable=False),
+    Column("epsilon_spent", BigInteger, nullable=False),
+    Column("delta_budget", BigInteger, nullable=False),
+    Column("delta_spent", BigInteger, nullable=False),
+    Column("releases", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: Every DP release charged to the ledger, with its proof record (canonical JSON).
+dp_releases = Table(
+    "dp_releases",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("ts", UTCDateTime, nullable=False),
+    Column("tenant", String(255), nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("aggregate", String(32), nullable=False),
+    Column("mechanism", String(64), nullable=False),
+    Column("epsilon", Float, nullable=False),
+    Column("delta", Float, nullable=False),
+    Column("preset", String(32)),
+    Column("proof", Text, nullable=False),
+    Index(None, "tenant", "ts"),
+)
