@@ -88,9 +88,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[
     )
     verify.set_defaults(run=_audit_verify)
 
+    from intelgraph_privacy.cli_export import add_export_command
     from intelgraph_privacy.cli_tokens import add_token_commands
 
     add_token_commands(commands)
+    add_export_command(commands)
     return parser, commands
 
 

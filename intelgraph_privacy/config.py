@@ -256,6 +256,26 @@ class AuditConfig(_Section):
     max_queue: int = Field(default=10_000, ge=1)
 
 
+class AnonymityConfig(_Section):
+    """k-anonymity of analytics operations (those the catalog marks `analytics: true`)."""
+
+    #: k, the rows' quasi-identifiers and count field, suppression limit, hierarchies.
+    preset: Path = Path("presets/anon.yaml")
+
+
+class DpConfig(_Section):
+    """Differential privacy for exports (POST /export) and the per-tenant budget ledger."""
+
+    #: Backout switch: false pauses DP exports (503 EXPORTS_PAUSED).
+    exports_enabled: bool = True
+    #: The named presets (epsilon 1, 2, 4; delta 1e-6).
+    presets: Path = Path("presets/dp.yaml")
+    #: Budget per tenant and purpose per window, in epsilon and delta.
+    budget_epsilon: float = Field(default=10.0, gt=0)
+    budget_delta: float = Field(default=1e-5, ge=0, lt=1)
+    window_seconds: int = Field(default=86_400, ge=60)
+
+
 class SidecarConfig(_Section):
     """Everything the sidecar reads at start-up."""
 
@@ -268,6 +288,8 @@ class SidecarConfig(_Section):
     store: StoreConfig = StoreConfig()
     audit: AuditConfig = AuditConfig()
     token_exchange: TokenExchangeConfig = TokenExchangeConfig()
+    anonymity: AnonymityConfig = AnonymityConfig()
+    dp: DpConfig = DpConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: Set only by `intelgraph-privacy demo`: accepts the demo signing key and serves its JWKS.
     demo: bool = False
@@ -342,6 +364,8 @@ _PATH_KEYS = {
     ("store", "data_dir"),
     ("auth", "purposes"),
     ("token_exchange", "signing_key_file"),
+    ("anonymity", "preset"),
+    ("dp", "presets"),
 }
 
 

@@ -13,6 +13,7 @@ from intelgraph_privacy.config import SidecarConfig
 from sidecar.admin import add_admin_routes
 from sidecar.errors import error_body
 from sidecar.exchange import add_exchange_routes
+from sidecar.export import add_export_routes
 from sidecar.logs import get_logger
 from sidecar.proxy import STATE, handle_graphql, request_id_of
 from sidecar.state import SidecarState
@@ -40,6 +41,7 @@ def create_app(config: SidecarConfig, *, state: SidecarState | None = None) -> w
     app.router.add_route("*", "/graphql", _method_not_allowed)
     add_admin_routes(app)
     add_exchange_routes(app, state)
+    add_export_routes(app)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

@@ -79,6 +79,30 @@ class SidecarMetrics:
         self.audit_failures = Counter(
             "intelgraph_audit_write_failures", "Failed audit batch writes", registry=r
         )
+        self.kanon_violations = Counter(
+            "intelgraph_kanon_violations",
+            "Groups smaller than k in analytics results, fixed before they left",
+            ["operation"],
+            registry=r,
+        )
+        self.kanon_suppressed = Counter(
+            "intelgraph_kanon_suppressed",
+            "People (counted) suppressed from analytics results to reach k",
+            ["operation"],
+            registry=r,
+        )
+        self.kanon_results = Counter(
+            "intelgraph_kanon_results",
+            "Analytics results by outcome (anonymised, exempt, unreachable)",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.dp_releases = Counter(
+            "intelgraph_dp_releases",
+            "DP export releases by aggregate and preset (refused: budget or paused)",
+            ["aggregate", "preset", "outcome"],
+            registry=r,
+        )
         self._operations: set[str] = set()
         # Labelled children, looked up once: `labels()` takes a lock and builds a tuple each call.
         self._request_children: dict[tuple[str | None, int], tuple[Counter, Histogram]] = {}

@@ -18,6 +18,12 @@ from typing import Any
 from aiohttp import web
 from graphql import OperationDefinitionNode
 
+from intelgraph_privacy.analytics import (
+    AnalyticsError,
+    AnalyticsField,
+    anonymize_response,
+    check_analytics,
+)
 from intelgraph_privacy.audit import AuditBackpressure, AuditRecord
 from intelgraph_privacy.codec import dumps
 from intelgraph_privacy.errors import PlanError, PrivacyError
@@ -116,6 +122,21 @@ def _admit(state: SidecarState, operations: int, request_id: str) -> web.Respons
     return None
 
 
+async def run_operation(
+    state: SidecarState, principal: Principal, op: OperationRequest, request: web.Request
+) -> Outcome:
+    """One operation through the whole request path, for other endpoints (POST /export).
+
+    Guards, plan, forward, redaction and k-anonymity as on /graphql; never raises (a failure
+    is a refusal outcome). The caller records the audit entry.
+    """
+    state.in_flight += 1
+    try:
+        return await _run_guarded(state, principal, op, request)
+    finally:
+        state.in_flight -= 1
+
+
 async def _run_guarded(
     state: SidecarState, principal: Principal, op: OperationRequest, request: web.Request
 ) -> Outcome:
@@ -158,6 +179,11 @@ async def _run_operation(
 
     outcome.policy_version = state.policy_version(runtime)
     outcome.preview = state.config.in_preview(outcome.document_hash or "")
+    try:
+        # Analytics rows must be anonymisable as selected: checked before anything is forwarded.
+        analytics = check_analytics(plan, runtime.catalog, state.anon_preset)
+    except AnalyticsError as exc:
+        return _refuse(state, outcome, 400, str(exc), "ANALYTICS_SHAPE")
     if plan.denied:
         outcome.report.denied = True
         outcome.detail = "DENIED"  # in preview: what enforcement would have done
@@ -198,9 +224,53 @@ async def _run_operation(
         return _refuse(
             state, outcome, 500, "the response could not be rewritten", "REDACTION_ERROR"
         )
+    if analytics and not outcome.preview:
+        refusal = _anonymise(state, principal, analytics, outcome)
+        if refusal is not None:
+            return refusal
     state.metrics.count_report(outcome.report, preview=outcome.preview)
     outcome.status = 200
     return outcome
+
+
+def _anonymise(
+    state: SidecarState,
+    principal: Principal,
+    analytics: list[AnalyticsField],
+    outcome: Outcome,
+) -> Outcome | None:
+    """Make the analytics rows of a redacted response k-anonymous; a refusal when impossible."""
+    try:
+        exempt = state.anon_exemptions(principal, [f.coordinate for f in analytics])
+        report = anonymize_response(
+            outcome.body,
+            analytics,
+            state.anon_preset,
+            hierarchies=state.anon_hierarchies,
+            exempt=exempt,
+        )
+    except AnalyticsError as exc:
+        for spec in analytics:
+            state.metrics.kanon_results.labels(spec.coordinate, "unreachable").inc()
+        # Fail closed: rows that cannot be made k-anonymous do not leave at all.
+        return _refuse(state, outcome, 403, f"k-anonymity cannot be met: {exc}", "K_ANONYMITY")
+    except PrivacyError:
+        state.log.exception("anonymising analytics rows failed")
+        return _refuse(state, outcome, 500, "the policy could not be evaluated", "POLICY_ERROR")
+    for spec in analytics:
+        outcome_label = "exempt" if spec.coordinate in report.exempt else "anonymised"
+        state.metrics.kanon_results.labels(spec.coordinate, outcome_label).inc()
+    if report.operations:
+        label = analytics[0].coordinate
+        state.metrics.kanon_violations.labels(label).inc(report.small_cells)
+        state.metrics.kanon_suppressed.labels(label).inc(report.suppressed)
+        outcome.detail = (
+            f"K_ANON k={state.anon_preset.k} small_cells={report.small_cells} "
+            f"suppressed={report.suppressed}"
+        )
+    if report.exempt:
+        outcome.detail = f"K_ANON_EXEMPT {','.join(report.exempt)}"
+    return None
 
 
 def _plan(

@@ -18,12 +18,15 @@ from typing import Any
 from cachetools import LRUCache
 from graphql import GraphQLSchema, print_schema
 
+from intelgraph_privacy.analytics import AnonPreset, load_anon_preset
 from intelgraph_privacy.audit import AuditLog, AuditWriter
 from intelgraph_privacy.catalog import Catalog, load_catalog
 from intelgraph_privacy.config import SidecarConfig
 from intelgraph_privacy.demo import DEMO_PSEUDONYM_KEY
-from intelgraph_privacy.errors import ConfigError, PrivacyError
+from intelgraph_privacy.errors import ConfigError, PolicyError, PrivacyError
+from intelgraph_privacy.kanon import load_hierarchies
 from intelgraph_privacy.policy import AbacGuard, PolicyEngine
+from intelgraph_privacy.principal import Principal
 from intelgraph_privacy.redact import Redactor
 from intelgraph_privacy.rules import RedactionRule, apply_rules, load_rules
 from intelgraph_privacy.schema import load_schema, schema_from_introspection
@@ -55,6 +58,8 @@ from sidecar.metrics import SidecarMetrics
 from sidecar.shared import SharedStateUnavailableError, SharedStateWatch
 from sidecar.upstream import UpstreamClient
 
+#: The bundle's k-anonymity exemptions (rego/anon.rego).
+ANON_EXEMPT_RULE = "data.intelgraph.anon.exempt"
 #: Until the upstream schema has loaded, introspection is retried this often.
 SCHEMA_RETRY_SECONDS = 2.0
 #: A cached upstream probe is trusted this long by /readyz.
@@ -94,10 +99,18 @@ class SidecarState:
         self.revoked = RevocationList()
         self.verifier = self._verifier()
         self.exchange: TokenExchange | None = self._exchange()
+        self.anon_preset: AnonPreset = load_anon_preset(config.anonymity.preset)
+        self.anon_hierarchies: dict[str, Any] = (
+            load_hierarchies(self.anon_preset.hierarchies)
+            if self.anon_preset.hierarchies is not None
+            else {}
+        )
         #: The redaction rules set through the admin API, and the counters last applied.
         self.rules: tuple[RedactionRule, ...] = ()
         self.rules_version = 0
         self.revocations_version = 0
+        #: The DP export service (presets, ledger), made on the first export.
+        self.export_service: Any = None
         self.shared: SharedStateWatch | None = None
         self._shared_lock = asyncio.Lock()
         self._shared_executor = ThreadPoolExecutor(1, thread_name_prefix="intelgraph-shared")
@@ -268,6 +281,23 @@ class SidecarState:
                     "redaction rules applied",
                     extra={"rules_version": rules_version, "rules": len(self.rules)},
                 )
+
+    def anon_exemptions(self, principal: Principal, operations: list[str]) -> frozenset[str]:
+        """The analytics operations exempt from k-anonymity for `principal` (rego/anon.rego).
+
+        A bundle without the rule exempts nothing; a failing rule raises PolicyError.
+        """
+        try:
+            raw = self.policy.query(
+                ANON_EXEMPT_RULE, {"user": principal.policy_input(), "operations": operations}
+            )
+        except PolicyError as exc:
+            if "not a valid rule path" in str(exc):
+                return frozenset()
+            raise
+        if not isinstance(raw, set | frozenset | list) or not all(isinstance(o, str) for o in raw):
+            raise PolicyError(f"{ANON_EXEMPT_RULE} must be a set of operation coordinates")
+        return frozenset(raw) & frozenset(operations)
 
     def policy_version(self, runtime: Runtime | None = None) -> str:
         """The policy in force: the bundle's version and the rules version (`<bundle>+r<n>`)."""

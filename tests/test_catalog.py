@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import PRESETS
 
 from intelgraph_privacy import (
     Catalog,
@@ -16,6 +15,7 @@ from intelgraph_privacy import (
     load_catalog,
     schema_from_sdl,
 )
+from tests.conftest import PRESETS
 
 SMALL_SDL = """
 interface Node { id: ID! }
@@ -60,7 +60,7 @@ def test_demo_catalog_loads(demo_catalog: Catalog) -> None:
     informant = demo_catalog.entry("Case.informant")
     assert informant.sensitivity == "restricted"
     assert informant.purposes == ("investigation",)
-    assert demo_catalog.entry("Query.cohort").purposes == ("analytics", "investigation")
+    assert demo_catalog.entry("Query.cohort").purposes == ("analytics", "investigation", "export")
     assert "Person.ssn" in demo_catalog.declared
     assert "Person.id" not in demo_catalog.declared  # comes from Node.id
 

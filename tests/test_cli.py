@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PRESETS, REGO
+
+from tests.conftest import PRESETS, REGO
 
 DEMO_ARGS = [
     "--schema",

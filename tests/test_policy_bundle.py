@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REGO, principal
 
 from intelgraph_privacy import Action, FieldEntry, PolicyError
 from intelgraph_privacy.policy import (
@@ -19,6 +18,7 @@ from intelgraph_privacy.policy import (
     run_rego_tests,
 )
 from intelgraph_privacy.policy.bundle import CONTRACT_PATH
+from tests.conftest import REGO, principal
 
 #: The rule of PRODUCT.md, exactly as written there (Rego v0).
 PRODUCT_RULE = """\
@@ -91,7 +91,12 @@ def test_shipped_bundle_loads_as_v1_and_its_tests_pass() -> None:
         for path in REGO.glob("*_test.rego")
         for name in re.findall(r"^(test_\w+)", path.read_text(), flags=re.MULTILINE)
     }
-    assert {name.split(".")[2] for name in written} == {"redact_test", "abac_test", "exchange_test"}
+    assert {name.split(".")[2] for name in written} == {
+        "redact_test",
+        "abac_test",
+        "exchange_test",
+        "anon_test",
+    }
     assert set(bundle.tests) == written
     results = run_rego_tests(bundle)
     assert [r.rule for r in results] == list(bundle.tests)

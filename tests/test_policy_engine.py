@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REGO, principal
 
 from intelgraph_privacy import (
     Action,
@@ -19,6 +18,7 @@ from intelgraph_privacy import (
     schema_from_sdl,
 )
 from intelgraph_privacy.policy import compile_bundle, evaluate
+from tests.conftest import REGO, principal
 
 PERSON = frozenset(
     {"Person.ssn", "Person.dob", "Person.email", "Person.phone", "Person.name", "Person.city"}

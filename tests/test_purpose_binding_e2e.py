@@ -31,7 +31,7 @@ def redacted(body: dict[str, Any]) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("purpose", ["analytics", "investigation"])
+@pytest.mark.parametrize("purpose", ["analytics", "investigation", "export"])
 def test_an_operation_serves_the_purposes_it_lists(
     demo_sidecar: Sidecar, upstream: RecordingUpstream, purpose: str
 ) -> None:
@@ -40,7 +40,7 @@ def test_an_operation_serves_the_purposes_it_lists(
     assert reply.json["data"]["cohort"], reply.raw
 
 
-@pytest.mark.parametrize("purpose", ["export", "administration", "audit", "support"])
+@pytest.mark.parametrize("purpose", ["administration", "audit", "support"])
 def test_an_operation_is_refused_for_other_purposes(
     demo_sidecar: Sidecar, upstream: RecordingUpstream, purpose: str
 ) -> None:

@@ -257,11 +257,11 @@ def test_exchange_issues_a_purpose_bound_token_that_works(demo: Sidecar) -> None
 
 
 def test_token_of_one_purpose_is_refused_for_another_purposes_operation(demo: Sidecar) -> None:
-    subject = idp_token("ana", ["analyst"])
-    export = assert_granted(post_form(demo, form(subject, "export")), "export")
-    assert payload_of(export["access_token"])["purpose"] == "export"
-    # Query.cohort serves analytics and investigation only.
-    refused = demo.query(COHORT_QUERY, export["access_token"])
+    subject = idp_token("ana", ["analyst", "admin"])
+    admin = assert_granted(post_form(demo, form(subject, "administration")), "administration")
+    assert payload_of(admin["access_token"])["purpose"] == "administration"
+    # Query.cohort serves analytics, investigation and export only.
+    refused = demo.query(COHORT_QUERY, admin["access_token"])
     assert refused.status == 403, refused.raw
     assert refused.json.get("data") is None
     analytics = assert_granted(post_form(demo, form(subject, "analytics")), "analytics")
