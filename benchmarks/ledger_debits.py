@@ -327,7 +327,9 @@ def code_version() -> str:
     return f"commit `{commit}` (`intelgraph_privacy/` {state})"
 
 
-def render(rows: list[Row], *, seconds: float, runs: int, server: str, clients: int) -> str:
+def render(
+    rows: list[Row], *, seconds: float, runs: int, server: str, clients: int, load: float
+) -> str:
     import psycopg
     import sqlalchemy
 
@@ -341,7 +343,8 @@ def render(rows: list[Row], *, seconds: float, runs: int, server: str, clients: 
         f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {code_version()}. Machine: "
         f"{os.cpu_count()} CPUs, shared and noisy ({platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, psycopg "
-        f"{psycopg.__version__}); {server}, on the same CPUs as the clients.",
+        f"{psycopg.__version__}; load average {load:.2f} before the run); {server}, on the same "
+        "CPUs as the clients.",
         "",
         "Each client is an OS process with its own `BudgetLedger`; each debit is one atomic "
         "upsert with the budget check in its WHERE clause (autocommit, through the store's pool "
@@ -413,11 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         return worker_main(url, tenant, float(seconds))
     args = parse_args(argv)
     started = time.perf_counter()
+    load = os.getloadavg()[0]  # other work on these CPUs skews every number: say how much
     with scratch_store_url(args.store) as url:
         server = server_note(url)
         rows = measure(url, seconds=args.seconds, runs=args.runs, clients=args.clients)
     section = render(
-        rows, seconds=args.seconds, runs=args.runs, server=server, clients=args.clients
+        rows, seconds=args.seconds, runs=args.runs, server=server, clients=args.clients, load=load
     )
     print(section)
     if args.write:

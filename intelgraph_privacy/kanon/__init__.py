@@ -22,7 +22,11 @@ discernibility) in `intelgraph_privacy.kanon.metrics`, the YAML form of hierarch
 
 from intelgraph_privacy.kanon.core import KAnonResult, check_k, kanonize
 from intelgraph_privacy.kanon.errors import KAnonError
-from intelgraph_privacy.kanon.hierarchies import Hierarchy, hierarchies_from_mapping, load_hierarchies
+from intelgraph_privacy.kanon.hierarchies import (
+    Hierarchy,
+    hierarchies_from_mapping,
+    load_hierarchies,
+)
 from intelgraph_privacy.kanon.metrics import KAnonMetrics
 
 __all__ = [

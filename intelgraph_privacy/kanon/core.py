@@ -48,8 +48,7 @@ def _check_k(k: object) -> int:
 def _check_qis(quasi_identifiers: object) -> list[str]:
     if isinstance(quasi_identifiers, str) or not isinstance(quasi_identifiers, Sequence):
         raise KAnonError(
-            "quasi_identifiers must be a list of column names, "
-            f"got {quasi_identifiers!r}"
+            f"quasi_identifiers must be a list of column names, got {quasi_identifiers!r}"
         )
     qis = list(quasi_identifiers)
     if not qis:
@@ -108,7 +107,7 @@ def kanonize(
     hierarchies: Mapping[str, Hierarchy | TreeSpec] | None = None,
     suppression_limit: float = 0.02,
     sensitive: str | None = None,
-    l: int | None = None,
+    l: int | None = None,  # noqa: E741 - the l of l-diversity
     count: str | None = None,
 ) -> KAnonResult:
     """Generalise (and suppress at most `suppression_limit` of) `rows` so every combination of
@@ -146,7 +145,9 @@ def kanonize(
         or not isinstance(suppression_limit, int | float)
         or not 0 <= suppression_limit <= 1
     ):
-        raise KAnonError(f"suppression_limit must be a fraction in [0, 1], got {suppression_limit!r}")
+        raise KAnonError(
+            f"suppression_limit must be a fraction in [0, 1], got {suppression_limit!r}"
+        )
     if (sensitive is None) != (l is None):
         raise KAnonError("l-diversity needs both `sensitive` (a column name) and `l`")
     if l is not None and (isinstance(l, bool) or not isinstance(l, int) or l < 1):
@@ -169,9 +170,12 @@ def kanonize(
     work = np.flatnonzero(weights_all > 0)
     weights = weights_all[work]
     total = int(weights.sum())
-    if table.n and total == 0 and count is None:
-        raise KAnonError("no rows")  # unreachable: without a count every row weighs 1
-    if 0 < total < k:
+    if total == 0:
+        # Nobody to protect: an empty result of the same form.
+        none = np.zeros(0, dtype=np.int64)
+        empty = _output(table, qis, [[] for _ in qis], none, none)
+        return KAnonResult(empty, compute_metrics(none, np.zeros(0), 0, 0, 0.0))
+    if total < k:
         raise KAnonError(
             f"the table holds {total} individuals, fewer than k={k}: nothing can be published"
         )
@@ -188,14 +192,21 @@ def kanonize(
                 "no class can be l-diverse"
             )
     budget = math.floor(suppression_limit * total + 1e-9)
-    part = partition(encoded, weights, k, sensitive=sens_codes, l=l, budget=budget)
+    part = partition(encoded, weights, k, sensitive=sens_codes, ldiv=l, budget=budget)
 
     # Equivalence classes of the output: identical generalised values (relaxed cuts may give
     # two partitions the same ones).
-    keys = np.column_stack(
-        [key for q, d in zip(encoded, range(len(qis)), strict=True)
-         for key in q.out_key(part.lo[:, d], part.hi[:, d])]
-    ) if part.lo.shape[0] else np.zeros((0, 1), dtype=np.int64)
+    keys = (
+        np.column_stack(
+            [
+                key
+                for q, d in zip(encoded, range(len(qis)), strict=True)
+                for key in q.out_key(part.lo[:, d], part.hi[:, d])
+            ]
+        )
+        if part.lo.shape[0]
+        else np.zeros((0, 1), dtype=np.int64)
+    )
     _, first, out_class = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     out_class = out_class.reshape(-1)
     kept = part.row_class >= 0
@@ -238,7 +249,7 @@ def _verify(
     row_out: IntArray,
     kept: npt.NDArray[np.bool_],
     sens: IntArray | None,
-    l: int | None,
+    ldiv: int | None,
     k: int,
     suppressed: int,
     budget: int,
@@ -248,11 +259,13 @@ def _verify(
         raise KAnonError(f"internal error: a class of {int(class_weight.min())} < k={k}")
     if suppressed > budget:
         raise KAnonError(f"internal error: {suppressed} suppressed, over the budget {budget}")
-    if sens is not None and l is not None and class_weight.size:
+    if sens is not None and ldiv is not None and class_weight.size:
         pairs = np.unique(row_out[kept] * (int(sens.max()) + 1) + sens[kept])
         distinct = np.bincount(pairs // (int(sens.max()) + 1), minlength=class_weight.shape[0])
-        if int(distinct.min()) < l:
-            raise KAnonError(f"internal error: a class with {int(distinct.min())} < l={l} values")
+        if int(distinct.min()) < ldiv:
+            raise KAnonError(
+                f"internal error: a class with {int(distinct.min())} < l={ldiv} values"
+            )
 
 
 def _output(

@@ -112,7 +112,9 @@ def value_kind(name: str, arr: AnyArray) -> Kind:
     if kind == "f":
         bad = np.flatnonzero(~np.isfinite(arr))
         if bad.size:
-            raise KAnonError(f"column {name!r}: value {arr[bad[0]]!r} at row {bad[0]} is not finite")
+            raise KAnonError(
+                f"column {name!r}: value {arr[bad[0]].item()!r} at row {bad[0]} is not finite"
+            )
         return "numeric"
     if kind in "US":
         return "text"
@@ -242,7 +244,8 @@ class CategoricalQI:
     def ncp(self, lo: IntArray, hi: IntArray) -> FloatArray:
         """leaves(LCA) / leaves(hierarchy); 0 when the class holds one value."""
         if self._table is not None:
-            return self._table[lo * len(self.hierarchy) + hi]
+            out: FloatArray = self._table[lo * len(self.hierarchy) + hi]
+            return out
         return self._ncp_walk(lo, hi)
 
     def strict_cuts(self, lo: IntArray, hi: IntArray, mid: IntArray) -> tuple[IntArray, IntArray]:
@@ -301,6 +304,8 @@ def encode_qi(name: str, arr: AnyArray, hierarchy: Hierarchy | None) -> QI:
 
 def encode_counts(name: str, arr: AnyArray) -> IntArray:
     """The multiplicity column: non-negative integers."""
+    if arr.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
     kind = value_kind(name, arr)
     if kind != "numeric":
         raise KAnonError(f"count column {name!r} must hold integers")

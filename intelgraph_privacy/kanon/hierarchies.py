@@ -109,7 +109,9 @@ class Hierarchy:
                     if isinstance(item, Mapping):
                         walk(item, parent_id, where)
                     elif isinstance(item, list | tuple):
-                        raise self._error(f"a list directly inside a list ({where}); name the group")
+                        raise self._error(
+                            f"a list directly inside a list ({where}); name the group"
+                        )
                     else:
                         add(item, parent_id, where)
             else:
@@ -291,7 +293,8 @@ class Hierarchy:
         same = a == self._anc[:, hi]
         # Paths agree from the root down to the LCA, then differ for good.
         depth = same.sum(axis=0) - 1
-        return a[depth, np.arange(lo.shape[0])]
+        nodes: IntArray = a[depth, np.arange(lo.shape[0])]
+        return nodes
 
     def node_leaf_counts(self, nodes: IntArray) -> IntArray:
         """How many leaves each node covers."""
@@ -326,7 +329,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise _DuplicateKeyError(
                     f"{key!r} is listed twice (line {key_node.start_mark.line + 1})"
@@ -367,7 +370,7 @@ def load_hierarchies(path: str | Path) -> dict[str, Hierarchy]:
     except OSError as exc:
         raise KAnonError(f"{path}: cannot read hierarchies: {exc.strerror}") from exc
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except _DuplicateKeyError as exc:
         raise KAnonError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:

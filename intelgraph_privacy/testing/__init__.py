@@ -7,9 +7,11 @@ from hypothesis import given
 from intelgraph_privacy.testing import Canaries, assert_no_leak, principals, queries, responses
 ```
 
-Needs the `testing` extra (hypothesis, hypothesis-graphql).
+Needs the `testing` extra (hypothesis, hypothesis-graphql). The DP audit harness
+(`intelgraph_privacy.testing.dp_audit`: `audit`, `AuditResult`) needs only the core install.
 """
 
+from intelgraph_privacy.testing.dp_audit import AuditResult, DPViolationError, audit
 from intelgraph_privacy.testing.harness import PrivacyHarness, RedactionCase
 from intelgraph_privacy.testing.invariants import (
     assert_no_leak,
@@ -28,11 +30,14 @@ from intelgraph_privacy.testing.strategies import (
 __all__ = [
     "DEFAULT_PURPOSES",
     "DEFAULT_ROLES",
+    "AuditResult",
     "Canaries",
+    "DPViolationError",
     "PrivacyHarness",
     "RedactionCase",
     "assert_no_leak",
     "assert_spec_nulls",
+    "audit",
     "principals",
     "protected_values",
     "queries",

@@ -14,15 +14,20 @@ at level ``alpha / 2``; a violation is declared when ``p1_lower > exp(epsilon) *
 If the mechanism really is (epsilon, delta)-DP, a violation is reported with probability at most
 ``alpha``, whatever the mechanism and however the event was chosen.
 
-Why a held-out split (the default, ``method="holdout"``): the search looks at thousands of events,
-and the largest of thousands of noisy ratios is biased upwards. Choosing the event on the first half
-of the runs and testing it on the second half keeps the final test a single, honest one: the event
-is independent of the data it is tested on. The alternative, ``method="bonferroni"``, tests every
-event on all the runs at level ``alpha / (4 * events)`` (four one-sided bounds per event); it uses
-all the samples but pays for the multiplicity, so it wins only with few events (e.g. one or two
-events of your own and ``auto_events=False``).
+Why a held-out split (the default, ``method="holdout"``, as in StatDP): the search looks at
+hundreds or thousands of events, and the largest of many noisy ratios is biased upwards. Choosing
+the event on the first half of the runs and testing it on the second half keeps the final test a
+single, honest one -- the event is independent of the data it is tested on -- however many events
+were searched and however they were generated. The alternative, ``method="bonferroni"``, tests
+every event on all the runs at level ``alpha / (4 * events)`` (four one-sided bounds per event)
+and builds the automatic event grid from separate pilot runs (a tenth as many), so that the events
+are fixed before the tested runs are drawn. It uses every run for testing and pays only
+logarithmically for the number of events; on the reference mechanisms of the tests it was at
+least as powerful as the split (epsilon' = 1.5 epsilon at epsilon 4 and 1,000 runs: caught in 89%
+of seeds against 30%), so try it when runs are expensive.
 
-Candidate events (``auto_events=True``) are built from the selection half of the runs:
+Candidate events (``auto_events=True``) are built from the selection half of the runs (or, with
+``method="bonferroni"``, from the pilot runs):
 
 * intervals ``lo <= y < hi`` over a grid of cut points -- every threshold ``y < t`` / ``y >= t``
   and every interval between grid points. Discrete outputs with few distinct values (counts) use
@@ -37,20 +42,30 @@ Candidate events (``auto_events=True``) are built from the selection half of the
 
 Using it on your own mechanism::
 
+    import math
+
     import numpy as np
     from intelgraph_privacy.testing.dp_audit import audit, vectorized
 
+    P = -math.expm1(-1.0)  # two-sided geometric noise with ratio e**-1: epsilon 1 for a count
+
     def noisy_count(data: list[int], rng: np.random.Generator) -> float:
-        ...  # one run of your mechanism on `data`, drawing randomness only from `rng`
+        # One run of the mechanism on `data`, drawing randomness only from `rng`.
+        return len(data) + float(rng.geometric(P) - rng.geometric(P))
 
     result = audit(noisy_count, [1, 2, 3], [1, 2, 3, 4], epsilon=1.0, runs=40_000, seed=7)
     assert result.passed, result.summary()     # or result.check()
-    print(result.epsilon_lower_bound)          # the empirical epsilon the audit could certify
+    print(result.epsilon_lower_bound)          # the epsilon the audit could certify (< 1)
 
     # Much faster when the mechanism can draw many outputs at once:
     @vectorized
     def noisy_count_batch(data: list[int], rng: np.random.Generator, size: int) -> np.ndarray:
-        return len(data) + rng.laplace(0.0, 1.0, size)
+        return len(data) + rng.geometric(P, size) - rng.geometric(P, size)
+
+    audit(noisy_count_batch, [1, 2, 3], [1, 2, 3, 4], epsilon=1.0, runs=40_000, seed=7).check()
+
+(Replace the geometric noise by ``rng.laplace(0.0, 1.0, size)`` and the audit reports a
+violation: from 3 and from 4 the float Laplace mechanism reaches different sets of doubles.)
 
 Choose neighbours where the mechanism is most likely to leak: datasets that differ by one record
 at the edge of the contribution bounds. Fix ``seed`` so that the audit is reproducible; pick
@@ -79,6 +94,7 @@ import numpy.typing as npt
 from scipy.special import betaincinv  # type: ignore[import-untyped, unused-ignore]
 
 __all__ = [
+    "NO_LOW_BIT",
     "AuditResult",
     "BatchSampler",
     "DPViolationError",
@@ -186,7 +202,7 @@ class Vectorized(Generic[D_contra]):
     It is still a :data:`Mechanism`: calling it draws one output.
     """
 
-    def __init__(self, sample: Callable[[D_contra, np.random.Generator, int], npt.ArrayLike]):
+    def __init__(self, sample: BatchSampler[D_contra]):
         self._sample = sample
         self.__doc__ = getattr(sample, "__doc__", None)
         self.__name__ = getattr(sample, "__name__", type(self).__name__)
@@ -202,9 +218,7 @@ class Vectorized(Generic[D_contra]):
         return float(self.sample(dataset, rng, 1)[0])
 
 
-def vectorized(
-    sample: Callable[[D, np.random.Generator, int], npt.ArrayLike],
-) -> Vectorized[D]:
+def vectorized(sample: BatchSampler[D]) -> Vectorized[D]:
     """Decorator: mark ``sample(dataset, rng, size)`` as a batch sampler for :func:`audit`."""
     return Vectorized(sample)
 
@@ -421,7 +435,8 @@ def audit(
 
     ``method="holdout"`` picks the event with the largest empirical-epsilon lower bound on the
     first half of the runs and tests it on the second half; ``"bonferroni"`` tests all events on
-    all runs at level ``alpha / (4 * events)``. ``max_cells`` bounds the interval grid,
+    all runs at level ``alpha / (4 * events)``, with the automatic events built from extra pilot
+    runs (``max(200, runs // 10)`` per dataset). ``max_cells`` bounds the interval grid,
     ``max_lsb_levels`` the low-bit levels.
     """
     if epsilon < 0 or not 0 <= delta < 1 or not 0 < alpha < 1:
@@ -433,15 +448,29 @@ def audit(
     if method not in ("holdout", "bonferroni"):
         raise ValueError(f"unknown method {method!r}")
     started = time.perf_counter()
-    rng1, rng2 = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    rng1, rng2, pilot1, pilot2 = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
+    )
     out1 = sample_outputs(mechanism, d1, runs, rng1)
     out2 = sample_outputs(mechanism, d2, runs, rng2)
 
     if method == "holdout":
         half = runs // 2
         select1, select2, test1, test2 = out1[:half], out2[:half], out1[half:], out2[half:]
+        grid_source = np.concatenate([select1, select2])
     else:
         select1, select2, test1, test2 = out1, out2, out1, out2
+        grid_source = np.zeros(0)
+        if auto_events:
+            # The union bound only holds for events fixed before the tested runs are seen, so
+            # the grid comes from separate pilot runs (a tenth as many).
+            pilot = max(200, runs // 10)
+            grid_source = np.concatenate(
+                [
+                    sample_outputs(mechanism, d1, pilot, pilot1),
+                    sample_outputs(mechanism, d2, pilot, pilot2),
+                ]
+            )
 
     # Candidate events with their counts on the selection data.
     names: list[Event] = list(events)
@@ -450,7 +479,7 @@ def audit(
     grid: _Grid | None = None
     triples = np.zeros((0, 3), np.int64)
     if auto_events:
-        grid = _build_grid(np.concatenate([select1, select2]), max_cells, max_lsb_levels)
+        grid = _build_grid(grid_source, max_cells, max_lsb_levels)
         triples = grid.candidates()
         table1 = grid.interval_counts(select1)
         table2 = grid.interval_counts(select2)
