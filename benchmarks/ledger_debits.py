@@ -395,8 +395,8 @@ def write_readme(path: Path, section: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--store", default=DEFAULT_STORE, help="database URL (a scratch schema)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per run")
-    parser.add_argument("--runs", type=int, default=3, help="runs per configuration")
+    parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per run")
+    parser.add_argument("--runs", type=int, default=5, help="runs per configuration")
     parser.add_argument("--clients", type=int, default=TARGET_CLIENTS, help="concurrent clients")
     parser.add_argument("--quick", action="store_true", help="one short run (smoke test)")
     parser.add_argument("--write", action="store_true", help=f"update {README_PATH.name}")

@@ -46,7 +46,10 @@ def add_export_command(commands: argparse._SubParsersAction[Any]) -> None:
     export.add_argument("input", type=Path, help="a .csv or .jsonl file (- for standard input)")
     export.add_argument("--aggregate", choices=_AGGREGATES, required=True)
     export.add_argument("--column", help="the column to aggregate (not needed for count)")
-    export.add_argument("--bounds", help="LO,HI: public bounds values are clipped to")
+    export.add_argument(
+        "--bounds",
+        help="LO,HI: public bounds values are clipped to (negative: --bounds=-5,5)",
+    )
     export.add_argument(
         "--bins", help="histogram bins: a number, or comma-separated category labels"
     )
@@ -84,14 +87,14 @@ def _export(args: argparse.Namespace) -> int:
     if args.aggregate != "count" and not args.column:
         raise ConfigError(f"--column is required for {args.aggregate}")
     fmt = args.format or _format_of(args.input)
-    values, ids = _read_column(args, fmt)
+    values, ids, lines = _read_column(args, fmt)
     bounds = _bounds(args.bounds)
     bins = _bins(args.bins)
     data: Any = values
     if args.aggregate in ("sum", "mean", "quantile") or (
         args.aggregate == "histogram" and not isinstance(bins, list)
     ):
-        data = _numbers(values, args.column)
+        data = _numbers(values, lines, f"{args.input}", args.column)
     ledger = _ledger(args) if args.tenant else None
     try:
         result = release(
@@ -150,13 +153,17 @@ def _format_of(path: Path) -> str:
     raise ConfigError(f"{path}: give --format csv or jsonl (unknown extension {suffix!r})")
 
 
-def _read_column(args: argparse.Namespace, fmt: str) -> tuple[list[Any], list[Any] | None]:
-    """The column's values (and the ids column), streamed from the file."""
+def _read_column(
+    args: argparse.Namespace, fmt: str
+) -> tuple[list[Any], list[Any] | None, list[int]]:
+    """The column's values, the ids column and each value's line, streamed from the file."""
     values: list[Any] = []
+    lines: list[int] = []
     ids: list[Any] | None = [] if args.ids else None
     rows = 0
     for line_no, row in _rows(args.input, fmt, args.progress):
         rows += 1
+        lines.append(line_no)
         if args.column:
             if args.column not in row:
                 raise ConfigError(f"{args.input}:{line_no}: no column {args.column!r}")
@@ -169,7 +176,7 @@ def _read_column(args: argparse.Namespace, fmt: str) -> tuple[list[Any], list[An
             ids.append(row[args.ids])
     if rows == 0:
         raise ConfigError(f"{args.input}: no rows")
-    return values, ids
+    return values, ids, lines
 
 
 def _rows(path: Path, fmt: str, progress: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -228,15 +235,14 @@ def _rows(path: Path, fmt: str, progress: str) -> Iterator[tuple[int, dict[str, 
             stream.close()
 
 
-def _numbers(values: list[Any], column: str) -> list[float]:
+def _numbers(values: list[Any], lines: list[int], source: str, column: str) -> list[float]:
     out: list[float] = []
-    for index, value in enumerate(values):
+    for value, line in zip(values, lines, strict=True):
         try:
             out.append(float(value))
         except (TypeError, ValueError):
-            raise ConfigError(
-                f"value #{index + 1} of {column!r} is not a number: {value!r}"
-            ) from None
+            message = f"{source}:{line}: {column!r} is not a number: {value!r}"
+            raise ConfigError(message) from None
     return out
 
 

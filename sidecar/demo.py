@@ -70,7 +70,6 @@ def demo_config(options: DemoOptions, *, extra: Mapping[str, Any] | None = None)
     return load_config(
         environ={},
         overrides={
-            **(extra or {}),
             "demo": True,
             "listen.host": options.host,
             "listen.port": options.port,
@@ -79,6 +78,8 @@ def demo_config(options: DemoOptions, *, extra: Mapping[str, Any] | None = None)
             "auth.purposes": str(options.purposes),
             "policy.policies": str(options.policies),
             "store.data_dir": str(options.data_dir),
+            # Last, so a test can point the demo at another bundle; `demo` stays fixed.
+            **{k: v for k, v in (extra or {}).items() if k != "demo"},
         },
     )
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from intelgraph_privacy.analytics import AnalyticsError, check_analytics
+from intelgraph_privacy.analytics import AnalyticsError, AnalyticsField, check_analytics
 from intelgraph_privacy.audit import AuditBackpressure, AuditRecord
 from intelgraph_privacy.codec import dumps, loads
 from intelgraph_privacy.dp import (
@@ -86,12 +86,13 @@ async def handle_export(request: web.Request) -> web.Response:
         body = await _read(request)
         aggregate = _aggregate(body)
         op = OperationRequest(body["query"], body.get("variables") or {}, body.get("operationName"))
-        key = _analytics_key(state, principal, op)
+        _check_request(state, aggregate, body)
+        spec = _analytics_field(state, principal, op)
         outcome = await run_operation(state, principal, op, request)
         if outcome.status != 200:
             return _json(outcome.status, outcome.body, request_id)
-        rows = outcome.body.get("data", {}).get(key)
-        data, bins = _data(aggregate, body, rows)
+        rows = (outcome.body.get("data") or {}).get(spec.key)
+        data, bins = _data(aggregate, body, rows, spec)
         released = await asyncio.to_thread(
             _release, state, principal, aggregate, data, bins, body.get("preset")
         )
@@ -141,7 +142,9 @@ def _aggregate(body: dict[str, Any]) -> str:
     return str(aggregate)
 
 
-def _analytics_key(state: SidecarState, principal: Principal, op: OperationRequest) -> str:
+def _analytics_field(
+    state: SidecarState, principal: Principal, op: OperationRequest
+) -> AnalyticsField:
     """The response key of the operation's one analytics field (400 otherwise)."""
     runtime = state.runtime
     if runtime is None:
@@ -159,26 +162,41 @@ def _analytics_key(state: SidecarState, principal: Principal, op: OperationReque
             "an export runs exactly one analytics field and nothing else",
             "EXPORT_NOT_ANALYTICS",
         )
-    return fields[0].key
+    return fields[0]
 
 
-def _data(aggregate: str, body: dict[str, Any], rows: Any) -> tuple[Any, list[str] | None]:
-    if not isinstance(rows, list):
-        raise ClientError(400, "the analytics query returned no rows", "EXPORT_NOT_ANALYTICS")
-    count_key = next((k for k in ("count",) if rows and k in rows[0]), None)
-    counts = np.array([int(r.get(count_key or "count") or 0) for r in rows], dtype=np.int64)
-    if aggregate == "count":
-        # One entry per person: the count mechanism releases the number of entries.
-        return np.zeros(int(counts.sum()), dtype=np.int8), None
-    field, bins = body.get("field"), body.get("bins")
-    if not isinstance(field, str) or (rows and field not in rows[0]):
+def _check_request(state: SidecarState, aggregate: str, body: dict[str, Any]) -> None:
+    """Refuse a bad preset or histogram request before anything is forwarded."""
+    preset = body.get("preset")
+    if preset is not None and preset not in _service(state).presets.presets:
+        raise ClientError(400, f"unknown preset {preset!r}", "BAD_REQUEST")
+    if aggregate != "histogram":
+        return
+    if not isinstance(body.get("field"), str):
         raise ClientError(400, "histogram needs field: a field of the rows", "BAD_REQUEST")
+    bins = body.get("bins")
     if not isinstance(bins, list) or not bins or not all(isinstance(b, str) for b in bins):
         raise ClientError(
             400,
             "histogram needs bins: the values to count, named by you (a list of strings)",
             "BAD_REQUEST",
         )
+
+
+def _data(
+    aggregate: str, body: dict[str, Any], rows: Any, spec: AnalyticsField
+) -> tuple[Any, list[str] | None]:
+    if not isinstance(rows, list):
+        raise ClientError(400, "the analytics query returned no rows", "EXPORT_NOT_ANALYTICS")
+    # The count under its response key (the client may alias it).
+    count_key = spec.count_keys[0]
+    counts = np.array([int(r.get(count_key) or 0) for r in rows], dtype=np.int64)
+    if aggregate == "count":
+        # One entry per person: the count mechanism releases the number of entries.
+        return np.zeros(int(counts.sum()), dtype=np.int8), None
+    field, bins = body["field"], body["bins"]
+    if rows and field not in rows[0]:
+        raise ClientError(400, "histogram needs field: a field of the rows", "BAD_REQUEST")
     labels = np.array([str(r.get(field)) for r in rows], dtype=object)
     return np.repeat(labels, counts), list(bins)
 

@@ -166,12 +166,6 @@ def raw_cohort(upstream: RecordingUpstream, group_by: Sequence[str]) -> list[dic
     return rows
 
 
-def hits_known_hierarchy_bug(group_by: Sequence[str], picks: Sequence[Pick]) -> bool:
-    """A selected QI not grouped on next to one grouped on (see the xfail test below)."""
-    selected = {p.field for p in picks if p.field in QIS}
-    return bool(selected - set(group_by)) and bool(selected & set(group_by))
-
-
 # -- the independent check ---------------------------------------------------------------------
 
 
@@ -192,9 +186,9 @@ def check_k_anonymous(
     # Raw groups projected on the selected QIs (a field selected but not grouped on is null).
     raw_groups: dict[tuple[Any, ...], int] = {}
     for r in raw:
-        key = tuple(r[f] for f in qi_fields)
-        raw_groups[key] = raw_groups.get(key, 0) + r["count"]
-    small_cells = {key for key, size in raw_groups.items() if size < K}
+        group = tuple(r[f] for f in qi_fields)
+        raw_groups[group] = raw_groups.get(group, 0) + r["count"]
+    small_cells = {group for group, size in raw_groups.items() if size < K}
 
     released: dict[tuple[Any, ...], int] = {}
     for row in rows:
@@ -364,7 +358,6 @@ def test_every_cohort_answer_is_k_anonymous(
     kanon_sidecar: Sidecar, upstream: RecordingUpstream, shape: str
 ) -> None:
     group_by, picks = SHAPES[shape]
-    assert not hits_known_hierarchy_bug(group_by, picks)
     status, body, suppressed = ask(kanon_sidecar, upstream, group_by, picks)
     assert status == 200, body
     assert "errors" not in body, body
@@ -408,12 +401,6 @@ def test_two_analytics_fields_in_one_operation_are_both_anonymised(
     assert small and not small & {r["city"] for r in b}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG intelgraph_privacy/analytics/results.py anonymize_response: a selected QI that "
-    "is not grouped on (all null) is dropped from qi_keys, but _by_key still passes its "
-    "hierarchy to kanonize, which refuses it -> 403 K_ANONYMITY instead of 200",
-)
 @pytest.mark.parametrize(
     ("group_by", "picks"),
     [
@@ -425,7 +412,6 @@ def test_two_analytics_fields_in_one_operation_are_both_anonymised(
 def test_a_selected_qi_not_grouped_on_does_not_block_the_answer(
     kanon_sidecar: Sidecar, upstream: RecordingUpstream, group_by: list[str], picks: list[Pick]
 ) -> None:
-    assert hits_known_hierarchy_bug(group_by, picks)
     status, body, suppressed = ask(kanon_sidecar, upstream, group_by, picks)
     assert status == 200, body
     check_k_anonymous(
@@ -472,11 +458,6 @@ def test_property_random_selections_never_leak_a_small_cell(
     if not any(p.field == COUNT_FIELD for p in picks):
         assert status == 400 and body["errors"][0]["extensions"]["code"] == "ANALYTICS_SHAPE"
         assert upstream.count() == before_upstream  # refused before anything was forwarded
-        return
-    if status == 403 and hits_known_hierarchy_bug(group_by, picks):
-        # The bug the xfail test above pins down: it fails closed (nothing leaves).
-        assert body["errors"][0]["extensions"]["code"] == "K_ANONYMITY"
-        assert body.get("data") is None
         return
     assert status == 200, body
     check_k_anonymous(

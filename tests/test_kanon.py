@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from intelgraph_privacy.errors import PrivacyError
@@ -33,7 +33,7 @@ from intelgraph_privacy.kanon import (
 )
 
 PROPERTY = settings(
-    max_examples=250,
+    max_examples=400,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -99,13 +99,17 @@ def tables(draw: st.DrawFn) -> dict[str, Any]:
             "city": st.sampled_from(LEAVES),
             "kind": st.sampled_from(KINDS),
             "diag": st.sampled_from(DIAGNOSES),
-            "n": st.integers(0, 4),
+            "n": st.sampled_from([0, 1, 1, 2, 3, 4]),
         }
     )
     # Rows drawn from a small pool, so duplicates are common.
     pool = draw(st.lists(row, min_size=1, max_size=draw(st.integers(1, 40))))
-    picks = draw(st.lists(st.integers(0, len(pool) - 1), max_size=120))
+    n = draw(st.one_of(st.integers(0, 12), st.integers(20, 160)))
+    picks = draw(st.lists(st.integers(0, len(pool) - 1), min_size=n, max_size=n))
     rows = [{**pool[i], "id": j} for j, i in enumerate(picks)]
+    # A few far-away rows, the kind suppression is for.
+    for j in range(draw(st.integers(0, 3))):
+        rows.append({**pool[0], "age": 10**6 + j, "score": -(10.0**4) - j, "id": len(rows)})
     return {
         "rows": rows,
         "qis": draw(st.lists(st.sampled_from(QI_CHOICES), min_size=1, max_size=4, unique=True)),
@@ -223,15 +227,22 @@ def test_kanonize_output_is_k_anonymous_and_generalises_the_input(case: dict[str
         kwargs.update(sensitive="diag", l=ldiv)
 
     if 0 < total < k:
+        event("refused: fewer than k individuals")
         with pytest.raises(KAnonError, match="fewer than k"):
             kanonize(data, qis, k, **kwargs)
         return
     if ldiv is not None and total and len({r["diag"] for r in live}) < ldiv:
+        event("refused: fewer than l sensitive values")
         with pytest.raises(KAnonError, match="fewer than l"):
             kanonize(data, qis, k, **kwargs)
         return
     result = kanonize(data, qis, k, **kwargs)
     out = output_records(result, form)
+    event("anonymised" if out else "empty result")
+    if result.metrics.suppressed:
+        event("some rows suppressed")
+    if result.metrics.classes > 1:
+        event("several classes")
 
     # k-anonymous (and l-diverse), by grouping in plain Python.
     sizes = class_sizes(out, qis, count)

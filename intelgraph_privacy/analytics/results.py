@@ -113,6 +113,8 @@ def check_analytics(plan: Plan, catalog: Catalog, preset: AnonPreset) -> list[An
             field_plan.coordinate
         ):
             continue
+        if field_plan.child is None:
+            continue  # denied or nulled by the policy: no rows will leave
         found.append(_analytics_field(field_plan, preset))
     return found
 
@@ -214,7 +216,7 @@ def anonymize_response(
                 table,
                 qi_keys,
                 k=preset.k,
-                hierarchies=_by_key(hierarchies or {}, spec),
+                hierarchies=_by_key(hierarchies or {}, spec, qi_keys),
                 suppression_limit=preset.suppression_limit,
                 count="__count",
             )
@@ -253,10 +255,13 @@ def _small_cells(table: list[dict[str, Any]], spec: AnalyticsField, k: int) -> i
     return sum(1 for size in sizes.values() if size < k)
 
 
-def _by_key(hierarchies: Mapping[str, Any], spec: AnalyticsField) -> dict[str, Any]:
-    # Hierarchies are named by schema field; the table's columns are response keys.
+def _by_key(
+    hierarchies: Mapping[str, Any], spec: AnalyticsField, keys: Sequence[str]
+) -> dict[str, Any]:
+    # Hierarchies are named by schema field; the table's columns are response keys (only those
+    # used as quasi-identifiers here: kanonize refuses a hierarchy for any other column).
     names = spec.quasi_identifiers
-    return {key: hierarchies[name] for key, name in names.items() if name in hierarchies}
+    return {key: hierarchies[names[key]] for key in keys if names[key] in hierarchies}
 
 
 def _merge(rows: Any, spec: AnalyticsField) -> list[dict[str, Any]]:

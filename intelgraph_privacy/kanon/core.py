@@ -131,6 +131,10 @@ def kanonize(
       sums of counts and suppression is measured in counted individuals. Rows with count 0
       describe nobody: they are dropped from the output and not counted.
 
+    `result.metrics` holds the NCP (normalised certainty penalty, a suppressed individual
+    counting 1), discernibility, average class size, suppressed individuals, classes and
+    runtime; `KAnonMetrics` gives the exact definitions.
+
     Every result is checked (class sizes, l-diversity) before it is returned; the function
     raises `KAnonError` rather than return anything else — on bad input (unknown column,
     k < 2, a value missing from its hierarchy, mixed types...) and when the table holds fewer

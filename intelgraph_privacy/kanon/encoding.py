@@ -139,6 +139,10 @@ def value_kind(name: str, arr: AnyArray) -> Kind:
         row = next(i for i, v in enumerate(arr.tolist()) if v is None)
         raise KAnonError(f"column {name!r}: missing value (None) at row {row}")
     names = sorted(t.__name__ for t in types)
+    if len(names) == 1:
+        raise KAnonError(
+            f"column {name!r}: unsupported type {names[0]} (numbers, strings or booleans only)"
+        )
     first = arr[0]
     row = next(
         (i for i, v in enumerate(arr.tolist()) if type(v) is not type(first)),
@@ -152,6 +156,8 @@ def value_kind(name: str, arr: AnyArray) -> Kind:
 
 def numeric_array(name: str, arr: AnyArray) -> AnyArray:
     """A numeric column as int64 (all integers) or float64."""
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise KAnonError(f"column {name!r}: a value does not fit in 64 bits")
     if arr.dtype.kind in "iuf":
         return arr.astype(np.int64) if arr.dtype.kind in "iu" else arr.astype(np.float64)
     items = arr.tolist()

@@ -33,7 +33,14 @@ IntArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class KAnonMetrics:
-    """Information loss and shape of one anonymisation (see the module doc for definitions)."""
+    """Information loss and shape of one anonymisation.
+
+    `ncp` = (sum over kept individuals of the mean over QIs of the value's penalty, plus the
+    number of suppressed individuals) / individuals, where a numeric value generalised to
+    `lo-hi` costs `(hi - lo) / (column max - column min)` and a categorical one generalised to
+    node `u` costs `leaves(u) / leaves(hierarchy)` (0 when it is the value itself). The module
+    doc gives the references.
+    """
 
     #: Normalised certainty penalty in [0, 1] (suppressed rows count as fully generalised).
     ncp: float
