@@ -158,7 +158,7 @@ def test_depth_limit_message_names_both_numbers() -> None:
 
 
 def test_huge_documents_are_planned_but_not_cached(redactor) -> None:  # type: ignore[no-untyped-def]
-    from conftest import principal
+    from tests.conftest import principal
 
     huge = (
         '{ search(text: "' + "x" * (redactor.max_cached_document_chars + 1) + '") { __typename } }'
