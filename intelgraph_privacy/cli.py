@@ -88,11 +88,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[
     )
     verify.set_defaults(run=_audit_verify)
 
+    from intelgraph_privacy.cli_budget import add_budget_commands
     from intelgraph_privacy.cli_export import add_export_command
     from intelgraph_privacy.cli_tokens import add_token_commands
 
     add_token_commands(commands)
     add_export_command(commands)
+    add_budget_commands(commands)
     return parser, commands
 
 

@@ -20,10 +20,10 @@ import io
 import json
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from intelgraph_privacy.cli_budget import ledger_from_args
 from intelgraph_privacy.errors import ConfigError
 
 __all__ = ["add_export_command"]
@@ -95,7 +95,7 @@ def _export(args: argparse.Namespace) -> int:
         args.aggregate == "histogram" and not isinstance(bins, list)
     ):
         data = _numbers(values, lines, f"{args.input}", args.column)
-    ledger = _ledger(args) if args.tenant else None
+    ledger = ledger_from_args(args) if args.tenant else None
     try:
         result = release(
             args.aggregate,
@@ -266,23 +266,3 @@ def _bins(text: str | None) -> int | list[str] | None:
     if not labels:
         raise ConfigError("--bins takes a number or comma-separated labels")
     return labels
-
-
-def _ledger(args: argparse.Namespace) -> Any:
-    from intelgraph_privacy.cli import open_store_from_args
-    from intelgraph_privacy.dp import Budget, BudgetLedger
-
-    epsilon, delta, window = 10.0, 1e-5, 86_400
-    if args.config:
-        from intelgraph_privacy.config import load_config
-
-        settings = load_config(args.config).dp
-        epsilon, delta, window = (
-            settings.budget_epsilon,
-            settings.budget_delta,
-            settings.window_seconds,
-        )
-    store = open_store_from_args(args)
-    return BudgetLedger(
-        store, budgets=Budget(epsilon=epsilon, delta=delta), window=timedelta(seconds=window)
-    )

@@ -45,6 +45,16 @@ DEMO_QUERY = (
 )
 TOKEN_TTL_SECONDS = 12 * 3600
 ADMIN_MUTATION = 'mutation { setRedactionRule(rule: {field: "Person.city", tier: "restricted"}) }'
+#: The analytics example: counted groups, made k-anonymous by the sidecar (presets/anon.yaml).
+COHORT_QUERY = '{ cohort(groupBy: ["city", "ageBand"]) { city ageBand count } }'
+#: The DP export example (POST /export): a histogram over bins the caller names.
+EXPORT_REQUEST = {
+    "query": '{ cohort(groupBy: ["city"]) { city count } }',
+    "aggregate": "histogram",
+    "field": "city",
+    "bins": ["Berlin", "London", "Paris"],
+    "preset": "standard",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +208,19 @@ def instructions(options: DemoOptions) -> str:
         "  -d subject_token_type=urn:ietf:params:oauth:token-type:jwt "
         "-d scope=purpose:investigation \\",
         f"  -d subject_token={broad_token('ivan', ('investigator',))} | python3 -m json.tool",
+        "",
+        "# analytics: people per city and age band, every group k-anonymous (k = 5)",
+        f"curl -s {sidecar}/graphql "
+        f"-H 'Authorization: Bearer {demo_token('ana', ('analyst',), 'analytics')}' \\",
+        "  -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(dumps({'query': COHORT_QUERY}).decode())} | python3 -m json.tool",
+        "",
+        "# DP export: people per city with differential privacy (preset standard, epsilon 2),",
+        "# charged to the tenant's daily privacy budget; the answer carries its proof",
+        f"curl -s {sidecar}/export "
+        f"-H 'Authorization: Bearer {demo_token('ana', ('analyst',), 'export')}' \\",
+        "  -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(dumps(EXPORT_REQUEST).decode())} | python3 -m json.tool",
         "",
         "# admin API: an admin, for the purpose administration, makes Person.city restricted",
         f"curl -s {sidecar}/admin/graphql "

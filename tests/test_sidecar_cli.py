@@ -176,6 +176,17 @@ def test_demo_curl_commands_show_one_person_three_ways(demo: dict[str, Any]) -> 
     # Token exchange turned the broad token into a short-lived investigation token, and the
     # admin command (printed, so run, last) made Person.city restricted: the investigation
     # token is accepted, and the city is now withheld from it.
+    # Analytics: every group of the k-anonymous cohort holds at least k = 5 people, and all
+    # 300 people but the few suppressed are counted. The DP export carries its proof and
+    # was charged to the tenant's budget.
+    cohort = seen["analytics: people per city and age band, every group k-anonymous"]
+    counts = [row["count"] for row in cohort["data"]["cohort"]]
+    assert min(counts) >= 5 and 0.98 * 300 <= sum(counts) <= 300
+    export = seen["charged to the tenant's daily privacy budget; the answer carries its proof"]
+    assert len(export["value"]) == 3 and all(isinstance(v, int) for v in export["value"])
+    proof = export["proof"]
+    assert (proof["preset"], proof["epsilon"], proof["mechanism"]) == ("standard", 2.0, "geometric")
+    assert (proof["tenant"], proof["purpose"], proof["budget_left"]) == ("demo", "export", 8.0)
     exchanged = seen["bound to the purpose investigation"]
     assert exchanged["scope"] == "purpose:investigation" and exchanged["expires_in"] == 300
     admin = seen[
