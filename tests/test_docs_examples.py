@@ -1,4 +1,4 @@
-"""The examples of docs/tokens.md, admin-api.md and anonymity.md, pasted into a shell against a real demo.
+"""The examples of docs/tokens.md, admin-api.md and anonymity.md, pasted into a shell, run.
 
 A fenced ```bash block preceded by the line `<!-- demo-example -->` is an example. The next fenced
 block, preceded by `<!-- expected -->`, is its output: ```json (compared structurally) or ```text
