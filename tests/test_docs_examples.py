@@ -1,4 +1,4 @@
-"""The examples of docs/tokens.md, admin-api.md and anonymity.md, pasted into a shell, run.
+"""The examples of docs/tokens.md, admin-api.md and anonymity.md, run against a real demo.
 
 A fenced ```bash block preceded by the line `<!-- demo-example -->` is an example. The next fenced
 block, preceded by `<!-- expected -->`, is its output: ```json (compared structurally) or ```text
