@@ -276,6 +276,23 @@ class DpConfig(_Section):
     window_seconds: int = Field(default=86_400, ge=60)
 
 
+class RtbfConfig(_Section):
+    """The right to be forgotten: the dataset registry, the keys that sign manifests."""
+
+    #: Backout switch: false refuses new erasure requests (503 RTBF_DISABLED) and runs no job.
+    enabled: bool = True
+    #: The dataset registry (YAML); unset: erasure requests are refused (nothing is registered).
+    registry: Path | None = None
+    #: The private Ed25519 JWK that signs manifests (and every region's sub-manifest unless
+    #: `region_keys` names another); its public key belongs in what auditors verify against.
+    signing_key_file: Path | None = None
+    #: Region -> a private JWK of that region's executor.
+    region_keys: dict[str, Path] = {}
+    #: Run accepted jobs in the sidecar process (the demo); false: leave them to
+    #: `intelgraph-privacy rtbf run` workers.
+    run_in_sidecar: bool = True
+
+
 class SidecarConfig(_Section):
     """Everything the sidecar reads at start-up."""
 
@@ -290,6 +307,7 @@ class SidecarConfig(_Section):
     token_exchange: TokenExchangeConfig = TokenExchangeConfig()
     anonymity: AnonymityConfig = AnonymityConfig()
     dp: DpConfig = DpConfig()
+    rtbf: RtbfConfig = RtbfConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: Set only by `intelgraph-privacy demo`: accepts the demo signing key and serves its JWKS.
     demo: bool = False
@@ -301,6 +319,37 @@ class SidecarConfig(_Section):
         if not self.demo and self.policy.pseudonym_key_file is None:
             raise ValueError("policy.pseudonym_key_file is required")
         return self
+
+    @model_validator(mode="after")
+    def _rtbf_keys(self) -> SidecarConfig:
+        rtbf = self.rtbf
+        if rtbf.registry is not None and not self.demo and rtbf.signing_key_file is None:
+            raise ValueError("rtbf.registry is set but rtbf.signing_key_file is not")
+        return self
+
+    def pseudonym_key(self) -> bytes:
+        """The secret key of hash pseudonyms and subject hashes (`policy.pseudonym_key_file`).
+
+        The demo's public key in the demo only; ConfigError when the file is missing, short,
+        or holds the demo key outside the demo.
+        """
+        from intelgraph_privacy.demo import DEMO_PSEUDONYM_KEY
+
+        path = self.policy.pseudonym_key_file
+        if path is None:
+            if self.demo:
+                return DEMO_PSEUDONYM_KEY
+            raise ConfigError("policy.pseudonym_key_file is required")
+        try:
+            # Only a trailing newline is dropped: a binary key may contain any other byte.
+            key = path.read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the pseudonym key: {exc.strerror}") from exc
+        if len(key) < 16:
+            raise ConfigError(f"{path}: the pseudonym key must be at least 16 bytes")
+        if key == DEMO_PSEUDONYM_KEY and not self.demo:
+            raise ConfigError(f"{path}: this is the public demo pseudonym key; generate your own")
+        return key
 
     def in_preview(self, document_hash: str) -> bool:
         """Whether the document with this sha256 runs in shadow mode."""
@@ -366,6 +415,8 @@ _PATH_KEYS = {
     ("token_exchange", "signing_key_file"),
     ("anonymity", "preset"),
     ("dp", "presets"),
+    ("rtbf", "registry"),
+    ("rtbf", "signing_key_file"),
 }
 
 
@@ -374,6 +425,12 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         block = raw.get(section)
         if isinstance(block, dict) and isinstance(block.get(key), str):
             block[key] = str(base / block[key])
+    rtbf = raw.get("rtbf")
+    region_keys = rtbf.get("region_keys") if isinstance(rtbf, dict) else None
+    if isinstance(region_keys, dict):
+        for region, key_file in region_keys.items():
+            if isinstance(key_file, str):
+                region_keys[region] = str(base / key_file)
     exchange = raw.get("token_exchange")
     subject = exchange.get("subject") if isinstance(exchange, dict) else None
     for block in (raw.get("auth"), subject):

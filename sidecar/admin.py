@@ -43,7 +43,7 @@ from intelgraph_privacy.codec import dumps, loads
 from intelgraph_privacy.cost.shapes import CostShapeError, approve_cost_shape
 from intelgraph_privacy.errors import ConfigError, PolicyError
 from intelgraph_privacy.principal import Principal
-from intelgraph_privacy.rtbf.jobs import ErasureRequestError, parse_scope, request_erasure
+from intelgraph_privacy.rtbf.jobs import ErasureRequestError, check_subject_id, parse_scope
 from intelgraph_privacy.rules import RuleError, check_rule, clear_redaction_rule, set_redaction_rule
 from intelgraph_privacy.scim.reviews import count_open_reviews
 from intelgraph_privacy.store.errors import StoreError
@@ -503,13 +503,34 @@ async def _request_rtbf(context: AdminContext, subjectId: str, scope: str) -> st
             "forbidden: an erasure can only be requested within your own tenant",
             extensions={"code": "FORBIDDEN"},
         )
+    state = context.state
+    if not state.config.rtbf.enabled:
+        raise GraphQLError(
+            "erasure requests are switched off (rtbf.enabled: false)",
+            extensions={"code": "RTBF_DISABLED"},
+        )
+    service = state.erasures
+    if service is None:
+        why = "no dataset registry is configured (rtbf.registry)"
+        if state.config.rtbf.registry is not None:
+            why = "the dataset registry or the signing keys failed to load (see the log)"
+        raise GraphQLError(
+            f"erasures are unavailable: {why}", extensions={"code": "RTBF_UNAVAILABLE"}
+        )
+    check_subject_id(subjectId)
+    version = state.policy_version()
 
     def apply(connection: Connection) -> str:
-        job_id, _created = request_erasure(connection, subjectId, scope, requested_by=_by(context))
+        # The job and the subject's tombstone (a keyed hash, never the id) commit with the
+        # audit record.
+        [(job_id, _created)] = service.orchestrator.request_in(
+            connection, [subjectId], scope, requested_by=_by(context), policy_version=version
+        )
         return job_id
 
     # The audit detail names the scope, never the subject: the log outlives the erasure.
     job_id: str = await _change(context, "requestRTBF", f"scope {scope}", apply)
+    service.run_later(job_id)
     return job_id
 
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from intelgraph_privacy.codec import dumps
 from intelgraph_privacy.config import SidecarConfig, load_config
 from intelgraph_privacy.errors import ConfigError
+from intelgraph_privacy.rtbf.setup import DEMO_REGISTRY_NAME
 from intelgraph_privacy.tokens import (
     DEMO_AUDIENCE,
     DEMO_EXCHANGE_AUDIENCE,
@@ -69,6 +70,7 @@ class DemoOptions:
     catalog: Path = Path("presets/catalog.yaml")
     policies: Path = Path("rego")
     purposes: Path = Path("presets/purposes.yaml")
+    datasets: Path = Path("presets/demo-datasets.yaml")
 
 
 def demo_config(options: DemoOptions, *, extra: Mapping[str, Any] | None = None) -> SidecarConfig:
@@ -88,10 +90,23 @@ def demo_config(options: DemoOptions, *, extra: Mapping[str, Any] | None = None)
             "auth.purposes": str(options.purposes),
             "policy.policies": str(options.policies),
             "store.data_dir": str(options.data_dir),
+            "rtbf.registry": str(options.data_dir / DEMO_REGISTRY_NAME),
             # Last, so a test can point the demo at another bundle; `demo` stays fixed.
             **{k: v for k, v in (extra or {}).items() if k != "demo"},
         },
     )
+
+
+def install_demo_registry(options: DemoOptions) -> Path:
+    """Copy the demo's dataset registry next to its sample graph (which its URL names)."""
+    target = options.data_dir / DEMO_REGISTRY_NAME
+    try:
+        text = options.datasets.read_text(encoding="utf-8")
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot install the demo's dataset registry: {exc}") from None
+    return target
 
 
 def demo_token(sub: str, roles: tuple[str, ...], purpose: str, ttl: int = TOKEN_TTL_SECONDS) -> str:
@@ -139,6 +154,7 @@ async def run_demo(options: DemoOptions, *, out: TextIO) -> None:
     database = await asyncio.to_thread(
         generate_database, options.data_dir / "sample-graph.sqlite3", people=options.people
     )
+    install_demo_registry(options)
     config = demo_config(options)
     configure_logging("WARNING")
     runners = []

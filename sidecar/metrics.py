@@ -103,6 +103,19 @@ class SidecarMetrics:
             ["aggregate", "preset", "outcome"],
             registry=r,
         )
+        self.rtbf_jobs = Counter(
+            "intelgraph_rtbf_jobs",
+            "Erasure jobs that ended, by outcome (done, failed: resumable)",
+            ["outcome"],
+            registry=r,
+        )
+        self.rtbf_job_seconds = Histogram(
+            "intelgraph_rtbf_job_seconds",
+            "Time an erasure job's run took, every region and the manifest included",
+            ["outcome"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
         self._operations: set[str] = set()
         # Labelled children, looked up once: `labels()` takes a lock and builds a tuple each call.
         self._request_children: dict[tuple[str | None, int], tuple[Counter, Histogram]] = {}

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cachetools import LRUCache
@@ -22,7 +21,6 @@ from intelgraph_privacy.analytics import AnonPreset, load_anon_preset
 from intelgraph_privacy.audit import AuditLog, AuditWriter
 from intelgraph_privacy.catalog import Catalog, load_catalog
 from intelgraph_privacy.config import SidecarConfig
-from intelgraph_privacy.demo import DEMO_PSEUDONYM_KEY
 from intelgraph_privacy.errors import ConfigError, PolicyError, PrivacyError
 from intelgraph_privacy.kanon import load_hierarchies
 from intelgraph_privacy.policy import AbacGuard, PolicyEngine
@@ -51,6 +49,7 @@ from intelgraph_privacy.tokens import (
     load_signing_key,
     revoked_token_ids,
 )
+from sidecar.erasure import ErasureService
 from sidecar.errors import UpstreamError
 from sidecar.guards import DocumentMeasure
 from sidecar.logs import get_logger
@@ -93,7 +92,7 @@ class SidecarState:
         self.metrics = SidecarMetrics()
         self.policy = PolicyEngine(config.policy.policies)
         self.abac = AbacGuard(self.policy)
-        self.pseudonym_key = _pseudonym_key(config)
+        self.pseudonym_key = config.pseudonym_key()
         self.purposes: PurposeVocabulary = load_purposes(config.auth.purposes)
         #: Revoked token ids, refreshed from the store whenever its counter moves.
         self.revoked = RevocationList()
@@ -111,6 +110,8 @@ class SidecarState:
         self.revocations_version = 0
         #: The DP export service (presets, ledger), made on the first export.
         self.export_service: Any = None
+        #: The erasure orchestrator and its worker (rtbf), made at start when configured.
+        self.erasures: ErasureService | None = None
         self.shared: SharedStateWatch | None = None
         self._shared_lock = asyncio.Lock()
         self._shared_executor = ThreadPoolExecutor(1, thread_name_prefix="intelgraph-shared")
@@ -155,6 +156,14 @@ class SidecarState:
             inline=self.store.dialect == "sqlite",
         )
         await self.sync_shared()
+        if self.config.rtbf.registry is not None:
+            try:
+                self.erasures = await asyncio.to_thread(ErasureService, self)
+            except PrivacyError as exc:
+                # Erasure requests are refused until it is fixed; the rest keeps serving.
+                self.log.error("erasures are unavailable", extra={"error": str(exc)})
+            else:
+                self.erasures.resume_waiting()
         await self.upstream.start()
         try:
             await self.refresh_schema()
@@ -196,6 +205,8 @@ class SidecarState:
                     self._shared_executor, self._version_reader.close
                 )
         self._shared_executor.shutdown(wait=True)
+        if self.erasures is not None:
+            await asyncio.to_thread(self.erasures.close)
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
         if self.store is not None:
@@ -461,21 +472,3 @@ class SidecarState:
     def _audit_failed(self, exc: BaseException) -> None:
         self.metrics.audit_failures.inc()
         self.log.error("audit write failed; retrying", extra={"error": str(exc)})
-
-
-def _pseudonym_key(config: SidecarConfig) -> bytes:
-    path: Path | None = config.policy.pseudonym_key_file
-    if path is None:
-        if config.demo:
-            return DEMO_PSEUDONYM_KEY
-        raise ConfigError("policy.pseudonym_key_file is required")
-    try:
-        # Only a trailing newline is dropped: a binary key may contain any other byte.
-        key = path.read_bytes().rstrip(b"\r\n")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the pseudonym key: {exc.strerror}") from exc
-    if len(key) < 16:
-        raise ConfigError(f"{path}: the pseudonym key must be at least 16 bytes")
-    if key == DEMO_PSEUDONYM_KEY and not config.demo:
-        raise ConfigError(f"{path}: this is the public demo pseudonym key; generate your own")
-    return key

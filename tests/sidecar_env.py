@@ -189,7 +189,7 @@ def start_demo_sidecar(upstream_url: str, data_dir: Path, **extra: Any) -> Sidec
     """
     from urllib.parse import urlsplit
 
-    from sidecar.demo import DemoOptions, demo_config
+    from sidecar.demo import DemoOptions, demo_config, install_demo_registry
 
     upstream = urlsplit(upstream_url)
     options = DemoOptions(
@@ -200,8 +200,15 @@ def start_demo_sidecar(upstream_url: str, data_dir: Path, **extra: Any) -> Sidec
         catalog=ROOT / "presets" / "catalog.yaml",
         policies=ROOT / "rego",
         purposes=ROOT / "presets" / "purposes.yaml",
+        datasets=ROOT / "presets" / "demo-datasets.yaml",
     )
-    settings = {"audit.flush_interval_seconds": 0.05, "log_level": "WARNING"}
+    install_demo_registry(options)
+    # Erasure jobs are recorded, not run: the upstream here is not the sample graph's database.
+    settings = {
+        "audit.flush_interval_seconds": 0.05,
+        "log_level": "WARNING",
+        "rtbf.run_in_sidecar": False,
+    }
     settings.update({k.replace("__", "."): v for k, v in extra.items()})
     config = demo_config(options, extra=settings)
     server = AppThread(lambda: create_app(config)).start()

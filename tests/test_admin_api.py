@@ -22,6 +22,8 @@ from sqlalchemy import Table, insert, select
 
 from intelgraph_privacy.audit import AuditEntry, AuditLog
 from intelgraph_privacy.codec import loads
+from intelgraph_privacy.demo import DEMO_PSEUDONYM_KEY
+from intelgraph_privacy.rtbf import subject_hash
 from intelgraph_privacy.store import Store
 from intelgraph_privacy.store.schema import (
     access_reviews,
@@ -336,8 +338,10 @@ def test_request_rtbf_creates_one_pending_job(demo_sidecar: Sidecar) -> None:
     assert UUID_RE.fullmatch(job_id) and str(uuid.UUID(job_id)) == job_id
     with store_of(demo_sidecar).read() as connection:
         rows = connection.execute(select(rtbf_jobs)).all()
+    # The store names the subject by its keyed hash, never by its id.
+    reference = "hmac-sha256:" + subject_hash(DEMO_PSEUDONYM_KEY, subject)
     assert [(r.id, r.subject_id, r.scope, r.tenant, r.status, r.requested_by) for r in rows] == [
-        (job_id, subject, "tenant:demo", "demo", "pending", "demo/pia")
+        (job_id, reference, "tenant:demo", "demo", "pending", "demo/pia")
     ]
     # Asking again (an admin this time) while the job is open returns the same job.
     again = admin(demo_sidecar, RTBF, ADMIN, {"subject": subject, "scope": "tenant:demo"})
@@ -764,7 +768,9 @@ def test_operation_name_decides_which_operation_is_checked(demo_sidecar: Sidecar
     allowed = admin(demo_sidecar, document, OFFICER, operation_name="Allowed")
     assert allowed.status == 200, allowed.raw
     with store_of(demo_sidecar).read() as connection:
-        assert [r.subject_id for r in connection.execute(select(rtbf_jobs))] == ["P-00011"]
+        assert [r.subject_id for r in connection.execute(select(rtbf_jobs))] == [
+            "hmac-sha256:" + subject_hash(DEMO_PSEUDONYM_KEY, "P-00011")
+        ]
         assert connection.execute(select(cost_shapes)).all() == []
 
 

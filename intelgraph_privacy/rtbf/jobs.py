@@ -1,24 +1,36 @@
 """Erasure jobs: a request to forget a data subject within a scope, recorded in the store.
 
-A job starts `pending`; the orchestrator moves it on. Asking again for the same subject and scope
-while a job is open returns that job instead of a second one.
+A job starts `pending`; the orchestrator moves it on (`running`, then `done` or `failed`; a
+failed job is resumed by running it again). Asking again for the same subject and scope while a
+job is open returns that job instead of a second one.
+
+The store never holds the subject's id: a job names its subject by the keyed hash
+(`intelgraph_privacy.rtbf.tombstones.subject_hash`), written `hmac-sha256:<hex>` in its
+`subject_id` column, and every region finds the subject's rows by that hash.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from intelgraph_privacy.codec import dumps, loads
 from intelgraph_privacy.errors import PrivacyError
+from intelgraph_privacy.rtbf.tombstones import HASH_SCHEME
 from intelgraph_privacy.store import Store
 from intelgraph_privacy.store.schema import rtbf_jobs
 
 OPEN_STATUSES = ("pending", "running")
+#: Statuses a job can be run (or resumed) from.
+RUNNABLE_STATUSES = ("pending", "running", "failed")
 MAX_SUBJECT_ID_LENGTH = 255
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _SCOPE = re.compile(r"tenant:([A-Za-z0-9][A-Za-z0-9._-]{0,127})")
 
 
@@ -28,9 +40,10 @@ class ErasureRequestError(PrivacyError):
 
 @dataclass(frozen=True, slots=True)
 class ErasureJob:
-    """One erasure job."""
+    """One erasure job, as recorded."""
 
     id: str
+    #: `hmac-sha256:<hex>`: the subject's keyed hash, never its id.
     subject_id: str
     scope: str
     tenant: str
@@ -38,6 +51,12 @@ class ErasureJob:
     requested_at: datetime
     status: str
     updated_at: datetime
+    subject_hash: str | None = None
+    regions: tuple[str, ...] = ()
+    policy_version: str | None = None
+    completed_at: datetime | None = None
+    error: str | None = None
+    manifest: str | None = None
 
 
 def parse_scope(scope: str) -> str:
@@ -48,25 +67,39 @@ def parse_scope(scope: str) -> str:
     return match.group(1)
 
 
-def request_erasure(
-    connection: Connection,
-    subject_id: str,
-    scope: str,
-    *,
-    requested_by: str,
-    now: datetime | None = None,
-) -> tuple[str, bool]:
-    """Create a pending job in the caller's transaction: (job id, True), or (the open job's id,
-    False) when one exists for this subject and scope. ErasureRequestError on bad input."""
+def check_subject_id(subject_id: object) -> str:
+    """The subject id, checked (ErasureRequestError when empty or too long)."""
     if not isinstance(subject_id, str) or not subject_id.strip():
         raise ErasureRequestError("subjectId must be a non-empty string")
     if len(subject_id) > MAX_SUBJECT_ID_LENGTH:
         raise ErasureRequestError(f"subjectId is longer than {MAX_SUBJECT_ID_LENGTH} characters")
+    return subject_id
+
+
+def request_erasure(
+    connection: Connection,
+    subject_hash: str,
+    scope: str,
+    *,
+    requested_by: str,
+    regions: Sequence[str] = (),
+    policy_version: str | None = None,
+    now: datetime | None = None,
+) -> tuple[str, bool]:
+    """Create a pending job for the subject with this keyed hash, in the caller's transaction.
+
+    Returns (job id, True), or (the open job's id, False) when one exists for this subject and
+    scope. `regions`: the regions whose executors must report (the plan's). ErasureRequestError
+    on bad input.
+    """
+    if not _HEX64.fullmatch(subject_hash):
+        raise ErasureRequestError("the subject hash must be 64 hexadecimal digits")
     tenant = parse_scope(scope)
+    reference = HASH_SCHEME + subject_hash
     existing = connection.scalar(
         select(rtbf_jobs.c.id)
         .where(
-            rtbf_jobs.c.subject_id == subject_id,
+            rtbf_jobs.c.subject_id == reference,
             rtbf_jobs.c.scope == scope,
             rtbf_jobs.c.status.in_(OPEN_STATUSES),
         )
@@ -79,13 +112,16 @@ def request_erasure(
     connection.execute(
         insert(rtbf_jobs).values(
             id=job_id,
-            subject_id=subject_id,
+            subject_id=reference,
+            subject_hash=subject_hash,
             scope=scope,
             tenant=tenant,
             requested_by=requested_by,
             requested_at=now,
             status="pending",
             updated_at=now,
+            regions=dumps(list(regions)).decode(),
+            policy_version=policy_version,
         )
     )
     return job_id, True
@@ -95,15 +131,24 @@ def get_job(store: Store, job_id: str) -> ErasureJob | None:
     """The job with this id, or None."""
     with store.read() as connection:
         row = connection.execute(select(rtbf_jobs).where(rtbf_jobs.c.id == job_id)).first()
-    if row is None:
-        return None
+    return None if row is None else job_from_row(row)
+
+
+def job_from_row(row: Any) -> ErasureJob:
+    """An ErasureJob from a `rtbf_jobs` row."""
     return ErasureJob(
-        row.id,
-        row.subject_id,
-        row.scope,
-        row.tenant,
-        row.requested_by,
-        row.requested_at,
-        row.status,
-        row.updated_at,
+        id=row.id,
+        subject_id=row.subject_id,
+        scope=row.scope,
+        tenant=row.tenant,
+        requested_by=row.requested_by,
+        requested_at=row.requested_at,
+        status=row.status,
+        updated_at=row.updated_at,
+        subject_hash=row.subject_hash,
+        regions=tuple(loads(row.regions)) if row.regions else (),
+        policy_version=row.policy_version,
+        completed_at=row.completed_at,
+        error=row.error,
+        manifest=row.manifest,
     )

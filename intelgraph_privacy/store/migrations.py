@@ -66,6 +66,16 @@ def add_columns(table: Table, *names: str) -> MigrationFn:
     return apply
 
 
+def in_order(*functions: MigrationFn) -> MigrationFn:
+    """A migration function that runs these, in order, in the same transaction."""
+
+    def apply(connection: Connection, dialect: Dialect) -> None:
+        for function in functions:
+            function(connection, dialect)
+
+    return apply
+
+
 #: Every migration of the product, in order. Append new ones at the end; never edit or renumber
 #: a released one (databases record which versions they have applied).
 MIGRATIONS: tuple[Migration, ...] = (
@@ -86,6 +96,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "privacy budget ledger and DP releases",
         create_tables(schema.privacy_budget, schema.dp_releases),
+    ),
+    Migration(
+        4,
+        "RTBF orchestration: job outcome columns, steps, region reports, tombstones",
+        in_order(
+            add_columns(
+                schema.rtbf_jobs,
+                "subject_hash",
+                "regions",
+                "policy_version",
+                "completed_at",
+                "error",
+                "manifest",
+            ),
+            create_tables(schema.rtbf_steps, schema.rtbf_region_reports, schema.tombstones),
+        ),
     ),
 )
 

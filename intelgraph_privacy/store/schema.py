@@ -170,7 +170,55 @@ rtbf_jobs = Table(
     Column("requested_at", UTCDateTime, nullable=False),
     Column("status", String(16), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Migration 4: the subject's keyed hash (subject_id holds it too once the job is accepted:
+    # the store never keeps an erased subject's id), the plan's regions, the outcome.
+    Column("subject_hash", String(64)),
+    Column("regions", Text),
+    Column("policy_version", Text),
+    Column("completed_at", UTCDateTime),
+    Column("error", Text),
+    Column("manifest", Text),
     Index(None, "status"),
+)
+
+#: One dataset's work in an erasure job, recorded before and after it runs (resumable).
+rtbf_steps = Table(
+    "rtbf_steps",
+    metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("dataset", String(128), primary_key=True),
+    Column("region", String(128), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("op", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("rows_found", BigInteger),
+    Column("rows_affected", BigInteger),
+    Column("remaining", BigInteger),
+    Column("attempts", Integer, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("error", Text),
+)
+
+#: Each region's signed sub-manifest of a job (the job completes when every region reported).
+rtbf_region_reports = Table(
+    "rtbf_region_reports",
+    metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("region", String(128), primary_key=True),
+    Column("reported_at", UTCDateTime, nullable=False),
+    Column("report", Text, nullable=False),
+)
+
+#: Erased subjects: the keyed hash of the subject id (never the id), per tenant.
+tombstones = Table(
+    "tombstones",
+    metadata,
+    Column("tenant", String(255), primary_key=True),
+    Column("subject_hash", String(64), primary_key=True),
+    Column("job_id", String(36), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )
 
 #: Access reviews (the SCIM module opens and closes them).
