@@ -159,7 +159,7 @@ class World:
     def engine(self, datastore: str) -> Engine:
         if datastore not in self.engines:
             url, _ = normalise(self.urls[datastore])
-            self.engines[datastore] = create_engine(url)
+            self.engines[datastore] = create_engine(url, pool_pre_ping=True)
         return self.engines[datastore]
 
     def snapshot(self) -> dict[str, Rows]:

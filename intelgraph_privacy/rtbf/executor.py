@@ -90,8 +90,10 @@ class StepRecorder(Protocol):
 
 
 #: Test and operations hook: called with ("before_erase" | "before_commit" | "after_commit",
-#: step); "before_commit" runs inside the step's transaction.
-StepHook = Callable[[str, PlanStep], None]
+#: step); "before_commit" runs inside the step's transaction. The orchestrator adds
+#: ("region_reported", None) after a region's sub-manifests are stored and ("before_finalize",
+#: None) before a manifest is signed.
+StepHook = Callable[[str, PlanStep | None], None]
 
 
 @dataclass

@@ -231,6 +231,8 @@ class ErasureOrchestrator:
         finally:
             pool.close()
         self._report(region, todo)
+        if self.hook:
+            self.hook("region_reported", None)
 
     def _report(self, region: str, jobs: Sequence[ErasureJob]) -> None:
         """Sign each job's sub-manifest with the region's key and store it."""
@@ -290,6 +292,8 @@ class ErasureOrchestrator:
         reports = {str(region): loads(report) for region, report in rows}
         if any(region not in reports for region in job.regions):
             return None
+        if self.hook:
+            self.hook("before_finalize", None)
         now = self.clock()
         manifest = build_manifest(
             job_id=job.id,
