@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -366,3 +367,70 @@ def test_audit_verify_with_an_anchor_catches_deleted_newest_records(tmp_path: Pa
     missing = run_cli("audit", "verify", "--store", f"sqlite:///{tmp_path}/absent.sqlite3")
     assert missing.returncode == 1 and "no store at" in missing.stderr
     assert not (tmp_path / "absent.sqlite3").exists()
+
+
+def test_demo_erases_a_person_and_hands_back_a_manifest_that_verifies(
+    demo: dict[str, Any], tmp_path: Path
+) -> None:
+    """requestRTBF on the demo really erases a person: the sidecar shows nothing of them, and
+    the manifest verifies against the keys the demo serves (and fails after any edit)."""
+    from sidecar.demo import demo_token
+
+    port, data_dir = demo["port"], str(demo["data_dir"])
+    subject = "P-00150"
+    investigator = demo_token("ivan", ("investigator",), "investigation")
+    graphql = f"http://127.0.0.1:{port}/graphql"
+    query = f'{{ person(id: "{subject}") {{ id name knows {{ id }} cases {{ reference }} }} }}'
+    before = post_json(graphql, {"query": query}, token=investigator)
+    assert before.json["data"]["person"]["id"] == subject
+    friends = [f["id"] for f in before.json["data"]["person"]["knows"]]
+    people = post_json(graphql, {"query": "{ people(first: 1000) { id } }"}, token=investigator)
+    assert subject in {p["id"] for p in people.json["data"]["people"]}
+
+    admin = demo_token("root", ("admin",), "administration")
+    mutation = f'mutation {{ requestRTBF(subjectId: "{subject}", scope: "tenant:demo") }}'
+    reply = post_json(f"http://127.0.0.1:{port}/admin/graphql", {"query": mutation}, token=admin)
+    assert reply.status == 200, reply.raw
+    job = reply.json["data"]["requestRTBF"]
+
+    manifest = tmp_path / "manifest.json"
+    deadline = time.monotonic() + 30
+    while True:
+        status = run_cli("rtbf", "status", job, "--data-dir", data_dir)
+        assert status.returncode == 0, status.stderr
+        if json.loads(status.stdout)["status"] in ("done", "failed") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    report = json.loads(status.stdout)
+    assert report["status"] == "done", report
+    assert subject not in status.stdout  # the job names the subject by its keyed hash only
+    assert {s["dataset"] for s in report["steps"]} == {"knows", "case_subject", "person"}
+    done = run_cli("rtbf", "status", job, "--data-dir", data_dir, "--manifest", str(manifest))
+    assert done.returncode == 0 and manifest.is_file()
+
+    after = post_json(graphql, {"query": query}, token=investigator)
+    assert after.status == 200 and after.json["data"]["person"] is None
+    people = post_json(graphql, {"query": "{ people(first: 1000) { id } }"}, token=investigator)
+    assert subject not in {p["id"] for p in people.json["data"]["people"]}
+    for friend in friends:
+        edges = post_json(
+            graphql, {"query": f'{{ person(id: "{friend}") {{ knows {{ id }} }} }}'},
+            token=investigator,
+        )  # fmt: skip
+        assert subject not in {k["id"] for k in edges.json["data"]["person"]["knows"]}
+
+    jwks = f"http://127.0.0.1:{port}/.well-known/jwks.json"
+    verified = run_cli("manifest", "verify", str(manifest), "--jwks", jwks)
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.startswith("manifest OK: signed by intelgraph-demo-2026\n")
+    data = manifest.read_bytes()
+    for position in (10, len(data) // 2, len(data) - 2):
+        edited = bytearray(data)
+        edited[position] = ord("0") if edited[position] != ord("0") else ord("1")
+        tampered = tmp_path / f"tampered-{position}.json"
+        tampered.write_bytes(bytes(edited))
+        refused = run_cli("manifest", "verify", str(tampered), "--jwks", jwks)
+        assert refused.returncode == 1 and refused.stderr.startswith("error: "), refused.stdout
+    # Asking again for the same subject leaves a new job with nothing left to erase.
+    again = post_json(f"http://127.0.0.1:{port}/admin/graphql", {"query": mutation}, token=admin)
+    assert again.json["data"]["requestRTBF"] != job
