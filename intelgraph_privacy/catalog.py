@@ -125,6 +125,17 @@ class Catalog:
         """The root fields the catalog marks `analytics: true`, sorted."""
         return sorted(c for c, e in self._resolved.items() if e.analytics and self.is_operation(c))
 
+    def subject_keys(self) -> dict[str, str]:
+        """Object type name -> its subject-key field (entries with `subject_key: true`,
+        interface entries inherited); a type with several keeps the first by name."""
+        keys: dict[str, str] = {}
+        for coordinate, entry in sorted(self._resolved.items()):
+            type_name, _, field_name = coordinate.partition(".")
+            gtype = self.schema.type_map.get(type_name)
+            if entry.subject_key and isinstance(gtype, GraphQLObjectType):
+                keys.setdefault(type_name, field_name)
+        return keys
+
     def is_operation(self, coordinate: str) -> bool:
         """Whether `Type.field` is a root field (an operation the schema offers)."""
         return coordinate.partition(".")[0] in self._root_types

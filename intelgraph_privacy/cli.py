@@ -91,6 +91,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[
     from intelgraph_privacy.cli_budget import add_budget_commands
     from intelgraph_privacy.cli_export import add_export_command
     from intelgraph_privacy.cli_manifest import add_manifest_commands
+    from intelgraph_privacy.cli_retention import add_retention_commands
     from intelgraph_privacy.cli_rtbf import add_rtbf_commands
     from intelgraph_privacy.cli_tokens import add_token_commands
 
@@ -99,6 +100,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[
     add_budget_commands(commands)
     add_rtbf_commands(commands)
     add_manifest_commands(commands)
+    add_retention_commands(commands)
     return parser, commands
 
 

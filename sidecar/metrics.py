@@ -103,6 +103,11 @@ class SidecarMetrics:
             ["aggregate", "preset", "outcome"],
             registry=r,
         )
+        self.erased_withheld = Counter(
+            "intelgraph_erased_withheld",
+            "Objects of erased subjects (tombstones) withheld from responses",
+            registry=r,
+        )
         self.rtbf_jobs = Counter(
             "intelgraph_rtbf_jobs",
             "Erasure jobs that ended, by outcome (done, failed: resumable)",

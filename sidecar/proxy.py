@@ -28,7 +28,9 @@ from intelgraph_privacy.audit import AuditBackpressure, AuditRecord
 from intelgraph_privacy.codec import dumps
 from intelgraph_privacy.errors import PlanError, PrivacyError
 from intelgraph_privacy.principal import Principal
-from intelgraph_privacy.redact import RedactionReport, denied_response
+from intelgraph_privacy.redact import Plan, RedactionReport, denied_response
+from intelgraph_privacy.redact.erased import Withheld, erased_errors, withhold_erased
+from intelgraph_privacy.rtbf.tombstones import subject_hash
 from intelgraph_privacy.tokens import TokenError
 from sidecar.errors import ClientError, SidecarError, error_body
 from sidecar.graphql_http import GraphQLRequest, OperationRequest, read_get, read_post
@@ -211,6 +213,8 @@ async def _run_operation(
     _sanitise_upstream_errors(
         upstream, keep_located=state.config.policy.upstream_error_messages == "located"
     )
+    # Objects of erased subjects are withheld first, in every mode (preview too).
+    withheld = _withhold_erased(state, principal, plan, upstream)
     try:
         if outcome.preview:
             outcome.report = runtime.redactor.preview(plan, upstream)
@@ -224,6 +228,8 @@ async def _run_operation(
         return _refuse(
             state, outcome, 500, "the response could not be rewritten", "REDACTION_ERROR"
         )
+    if withheld:
+        _report_erased(state, outcome, withheld)
     if analytics and not outcome.preview:
         refusal = _anonymise(state, principal, analytics, outcome)
         if refusal is not None:
@@ -231,6 +237,35 @@ async def _run_operation(
     state.metrics.count_report(outcome.report, preview=outcome.preview)
     outcome.status = 200
     return outcome
+
+
+def _withhold_erased(
+    state: SidecarState, principal: Principal, plan: Plan, upstream: dict[str, Any]
+) -> Withheld | None:
+    """Withhold the objects of the tenant's erased subjects in the upstream response."""
+    erased = state.tombstones.get(principal.tenant)
+    if not erased or plan.subject_alias is None:
+        return None
+    key = state.pseudonym_key
+    return withhold_erased(plan, upstream, lambda subject: subject_hash(key, subject) in erased)
+
+
+def _report_erased(state: SidecarState, outcome: Outcome, withheld: Withheld) -> None:
+    """Give each nulled object its ERASED error (instead of the null's BAD_UPSTREAM)."""
+    body = outcome.body
+    if withheld.nulled:
+        errors = [
+            e
+            for e in body.get("errors") or []
+            if not (
+                e.get("extensions", {}).get("code") == "BAD_UPSTREAM"
+                and e.get("path") in withheld.nulled
+            )
+        ]
+        body["errors"] = errors + erased_errors(withheld.nulled)
+    count = len(withheld.nulled) + withheld.removed
+    state.metrics.erased_withheld.inc(count)
+    outcome.detail = f"{outcome.detail or ''} ERASED {count}".strip()
 
 
 def _anonymise(

@@ -26,10 +26,16 @@ from intelgraph_privacy.kanon import load_hierarchies
 from intelgraph_privacy.policy import AbacGuard, PolicyEngine
 from intelgraph_privacy.principal import Principal
 from intelgraph_privacy.redact import Redactor
+from intelgraph_privacy.rtbf.tombstones import tombstoned_hashes
 from intelgraph_privacy.rules import RedactionRule, apply_rules, load_rules
 from intelgraph_privacy.schema import load_schema, schema_from_introspection
 from intelgraph_privacy.store import Store, open_store
-from intelgraph_privacy.store.versions import REDACTION_RULES, REVOCATIONS, VersionReader
+from intelgraph_privacy.store.versions import (
+    REDACTION_RULES,
+    REVOCATIONS,
+    TOMBSTONES,
+    VersionReader,
+)
 from intelgraph_privacy.tokens import (
     DEMO_AUDIENCE,
     DEMO_EXCHANGE_AUDIENCE,
@@ -112,6 +118,9 @@ class SidecarState:
         self.export_service: Any = None
         #: The erasure orchestrator and its worker (rtbf), made at start when configured.
         self.erasures: ErasureService | None = None
+        #: Erased subjects: tenant -> keyed hashes (tombstones), refreshed like the rules.
+        self.tombstones: dict[str, frozenset[str]] = {}
+        self.tombstones_version = 0
         self.shared: SharedStateWatch | None = None
         self._shared_lock = asyncio.Lock()
         self._shared_executor = ThreadPoolExecutor(1, thread_name_prefix="intelgraph-shared")
@@ -255,6 +264,8 @@ class SidecarState:
             pseudonym_key=self.pseudonym_key,
             introspection_roles=frozenset(self.config.policy.introspection_roles),
             max_tokens=self.config.limits.max_tokens,
+            # With erasures configured, every object brings its subject key (tombstones).
+            subject_keys=self.config.rtbf.registry is not None,
         )
         return Runtime(schema, schema_hash, file_catalog, catalog, redactor, self.rules_version)
 
@@ -270,11 +281,19 @@ class SidecarState:
         versions = await self.shared.fresh()
         rules_version = versions.get(REDACTION_RULES, 0)
         revocations_version = versions.get(REVOCATIONS, 0)
-        if rules_version <= self.rules_version and revocations_version <= self.revocations_version:
+        tombstones_version = versions.get(TOMBSTONES, 0)
+        if (
+            rules_version <= self.rules_version
+            and revocations_version <= self.revocations_version
+            and tombstones_version <= self.tombstones_version
+        ):
             return
         async with self._shared_lock:
             store = self.store
             try:
+                if tombstones_version > self.tombstones_version:
+                    self.tombstones = await asyncio.to_thread(_tombstones_by_tenant, store)
+                    self.tombstones_version = tombstones_version
                 if revocations_version > self.revocations_version:
                     self.revoked.replace(await asyncio.to_thread(revoked_token_ids, store))
                     self.revocations_version = revocations_version
@@ -472,3 +491,10 @@ class SidecarState:
     def _audit_failed(self, exc: BaseException) -> None:
         self.metrics.audit_failures.inc()
         self.log.error("audit write failed; retrying", extra={"error": str(exc)})
+
+
+def _tombstones_by_tenant(store: Store) -> dict[str, frozenset[str]]:
+    by_tenant: dict[str, set[str]] = {}
+    for tenant, hashed in tombstoned_hashes(store):
+        by_tenant.setdefault(tenant, set()).add(hashed)
+    return {tenant: frozenset(hashes) for tenant, hashes in by_tenant.items()}

@@ -10,7 +10,7 @@ from intelgraph_privacy.actions import Action
 from intelgraph_privacy.catalog import Catalog
 from intelgraph_privacy.policy import Decision
 from intelgraph_privacy.redact.native import NATIVE_WALKER, native_form
-from intelgraph_privacy.redact.shape import FieldShape, SelectionShape, Shape
+from intelgraph_privacy.redact.shape import INTROSPECTION_FIELDS, FieldShape, SelectionShape, Shape
 from intelgraph_privacy.redact.transforms import Pseudonymizer, generalise, mask
 
 Transform = Callable[[object], object]
@@ -79,6 +79,9 @@ class Plan:
     fields: tuple[FieldPlan, ...]
     #: The plan as nested tuples for the native walker (see `redact/native.py`).
     native: object = None
+    #: The response key carrying each object's subject id, when the sidecar asked for it
+    #: (`Shape.subject_alias`); removed by `apply`.
+    subject_alias: str | None = None
 
     @property
     def policy_version(self) -> str:
@@ -116,6 +119,7 @@ def compile_plan(
         denied=denied,
         fields=tuple(compiler.fields),
         native=native_form(root) if NATIVE_WALKER else None,
+        subject_alias=shape.subject_alias,
     )
 
 
@@ -162,7 +166,8 @@ class _Compiler:
         transform: Transform | None = None
         opaque = False
         if fshape.meta:
-            introspection = not fshape.coordinate.endswith(".__typename")
+            field_name = fshape.coordinate.rpartition(".")[2]
+            introspection = field_name in INTROSPECTION_FIELDS
             action = Action.NULL if introspection and not self.allow_introspection else Action.KEEP
             opaque = introspection and action is Action.KEEP
         else:

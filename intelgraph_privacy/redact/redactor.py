@@ -48,6 +48,7 @@ class Redactor:
         introspection_roles: frozenset[str] = frozenset({"admin"}),
         max_tokens: int | None = None,
         max_cached_document_chars: int = 64 * 1024,
+        subject_keys: bool = False,
     ) -> None:
         if catalog.schema is not schema:
             raise ValueError("the catalog was validated against a different schema")
@@ -61,6 +62,9 @@ class Redactor:
         #: Longer documents are planned every time, not cached: the caches are keyed by the
         #: text, and a few thousand huge documents would otherwise hold gigabytes.
         self.max_cached_document_chars = max_cached_document_chars
+        #: With `subject_keys`, upstream documents also ask for each object's subject key
+        #: (catalog `subject_key: true`), so erased subjects can be recognised.
+        self.subject_keys: dict[str, str] = catalog.subject_keys() if subject_keys else {}
         self._lock = threading.Lock()
         self._documents: LRUCache[str, DocumentNode | PlanError] = LRUCache(cache_size)
         self._shapes: LRUCache[tuple[str, str | None], Shape] = LRUCache(cache_size)
@@ -88,7 +92,9 @@ class Redactor:
         with self._lock:
             cached = self._shapes.get(key)
         if cached is None:
-            cached = build_shape(self.schema, self.document(text), operation_name)
+            cached = build_shape(
+                self.schema, self.document(text), operation_name, subject_keys=self.subject_keys
+            )
             with self._lock:
                 if len(text) <= self.max_cached_document_chars:
                     self._shapes[key] = cached

@@ -11,7 +11,7 @@ of every abstract object is known when the response is rewritten.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from graphql import (
     GraphQLSchema,
     GraphQLUnionType,
     InlineFragmentNode,
+    NamedTypeNode,
     NameNode,
     OperationDefinitionNode,
     SelectionNode,
@@ -43,6 +44,7 @@ from intelgraph_privacy.errors import PlanError
 TYPENAME = "__typename"
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
 _TYPENAME_ALIAS = "_igTypename"
+_SUBJECT_ALIAS = "_igSubject"
 _ABSTRACT = (GraphQLInterfaceType, GraphQLUnionType)
 _COMPOSITE = (GraphQLObjectType, GraphQLInterfaceType, GraphQLUnionType)
 
@@ -85,12 +87,24 @@ class Shape:
     #: The operation the upstream must receive: the one selected, its fragments, and `__typename`.
     upstream_document: str
     typename_alias: str
+    #: The response key of the injected subject key (`_igSubject: id`), when subject keys are
+    #: asked for: every object of a type with a subject key then carries its subject's id.
+    subject_alias: str | None = None
 
 
 def build_shape(
-    schema: GraphQLSchema, document: DocumentNode, operation_name: str | None = None
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None = None,
+    *,
+    subject_keys: Mapping[str, str] | None = None,
 ) -> Shape:
-    """Resolve a validated document's operation to its shape."""
+    """Resolve a validated document's operation to its shape.
+
+    `subject_keys` (object type name -> its subject-key field): under every selection of such a
+    type the upstream document also asks for `<subject alias>: <field>`, removed from the
+    response after use (the sidecar withholds objects of erased subjects by it).
+    """
     operation = _select_operation(document, operation_name)
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
@@ -99,7 +113,8 @@ def build_shape(
     if root_type is None:
         raise PlanError(f"the schema has no {operation.operation.value} type")
     alias = _free_alias(document)
-    rewriter = _TypenameInjector(schema, alias)
+    subject_alias = _free_alias(document, _SUBJECT_ALIAS) if subject_keys else None
+    rewriter = _TypenameInjector(schema, alias, subject_keys or {}, subject_alias)
     used = _used_fragments(operation, fragments)
     operation = dataclasses.replace(
         operation, selection_set=rewriter.selection_set(operation.selection_set, root_type)
@@ -114,7 +129,7 @@ def build_shape(
             frag, selection_set=rewriter.selection_set(frag.selection_set, cond)
         )
     upstream = DocumentNode(definitions=(operation, *rewritten.values()))
-    collector = _Collector(schema, rewritten, alias)
+    collector = _Collector(schema, rewritten, alias, subject_alias)
     root = collector.selection([operation.selection_set], root_type)
     return Shape(
         operation_name=operation.name.value if operation.name else None,
@@ -123,6 +138,7 @@ def build_shape(
         coordinates=frozenset(collector.coordinates),
         upstream_document=print_ast(upstream),
         typename_alias=alias,
+        subject_alias=subject_alias,
     )
 
 
@@ -159,7 +175,7 @@ def _used_fragments(
     return used
 
 
-def _free_alias(document: DocumentNode) -> str:
+def _free_alias(document: DocumentNode, base: str = _TYPENAME_ALIAS) -> str:
     names: set[str] = set()
     pending = [
         d.selection_set
@@ -174,10 +190,10 @@ def _free_alias(document: DocumentNode) -> str:
                     names.add(sel.alias.value)
             if isinstance(sel, FieldNode | InlineFragmentNode) and sel.selection_set:
                 pending.append(sel.selection_set)
-    alias, n = _TYPENAME_ALIAS, 0
+    alias, n = base, 0
     while alias in names:
         n += 1
-        alias = f"{_TYPENAME_ALIAS}{n}"
+        alias = f"{base}{n}"
     return alias
 
 
@@ -189,11 +205,43 @@ def _field_type(parent: GraphQLCompositeType, name: str) -> GraphQLOutputType | 
 
 
 class _TypenameInjector:
-    """Adds `alias: __typename` to every selection set of an interface or union type."""
+    """Adds `alias: __typename` to every selection set of an interface or union type, and
+    `subject alias: <subject key>` under every type with a subject key (when asked)."""
 
-    def __init__(self, schema: GraphQLSchema, alias: str) -> None:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        alias: str,
+        subject_keys: Mapping[str, str],
+        subject_alias: str | None,
+    ) -> None:
         self.schema = schema
         self.field = FieldNode(alias=NameNode(value=alias), name=NameNode(value=TYPENAME))
+        self.subject_keys = subject_keys
+        self.subject_alias = subject_alias
+
+    def _subject_selections(self, named: GraphQLCompositeType) -> tuple[SelectionNode, ...]:
+        """`alias: key` for an object type with a subject key; for an abstract type, the same
+        under an inline fragment per possible type that has one."""
+        if self.subject_alias is None:
+            return ()
+        alias = NameNode(value=self.subject_alias)
+        if isinstance(named, GraphQLObjectType):
+            key = self.subject_keys.get(named.name)
+            return (FieldNode(alias=alias, name=NameNode(value=key)),) if key else ()
+        fragments: list[SelectionNode] = []
+        for possible in self.schema.get_possible_types(named):
+            key = self.subject_keys.get(possible.name)
+            if key:
+                fragments.append(
+                    InlineFragmentNode(
+                        type_condition=NamedTypeNode(name=NameNode(value=possible.name)),
+                        selection_set=SelectionSetNode(
+                            selections=(FieldNode(alias=alias, name=NameNode(value=key)),)
+                        ),
+                    )
+                )
+        return tuple(fragments)
 
     def selection_set(
         self, node: SelectionSetNode, parent: GraphQLCompositeType
@@ -209,8 +257,11 @@ class _TypenameInjector:
             named = get_named_type(ftype) if ftype is not None else None
             if isinstance(named, _COMPOSITE):
                 sub = self.selection_set(sel.selection_set, named)
+                injected = self._subject_selections(named)
                 if isinstance(named, _ABSTRACT):
-                    sub = dataclasses.replace(sub, selections=(self.field, *sub.selections))
+                    injected = (self.field, *injected)
+                if injected:
+                    sub = dataclasses.replace(sub, selections=(*injected, *sub.selections))
                 return dataclasses.replace(sel, selection_set=sub)
         elif isinstance(sel, InlineFragmentNode):
             cond = (
@@ -233,10 +284,12 @@ class _Collector:
         schema: GraphQLSchema,
         fragments: dict[str, FragmentDefinitionNode],
         alias: str,
+        subject_alias: str | None = None,
     ) -> None:
         self.schema = schema
         self.fragments = fragments
         self.alias = alias
+        self.subject_alias = subject_alias
         self.coordinates: set[str] = set()
 
     def selection(
@@ -300,6 +353,10 @@ class _Collector:
             return FieldShape(key, coordinate, "String", (False,), injected, True, None)
         if name in INTROSPECTION_FIELDS:
             return FieldShape(key, coordinate, name, (True,), False, True, None)
+        if key == self.subject_alias:
+            # The sidecar's own copy of the subject key: read, then removed; no policy applies
+            # (the client's own selection of the field, if any, is decided as usual).
+            return FieldShape(key, coordinate, "ID", (True,), True, True, None)
         fdef = runtime.fields.get(name)
         if fdef is None:
             raise PlanError(f"type {runtime.name} has no field {name!r}")

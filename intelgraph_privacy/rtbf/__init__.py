@@ -5,7 +5,8 @@
 - `ErasureOrchestrator`: `request(subject_id, scope)` -> job (and tombstone), `run(job_id)`
   -> every region erased and verified, then the signed manifest; resumable after any failure;
 - `verify_manifest(bytes, jwks)`: check a manifest offline;
-- tombstones: `subject_hash`, `refuse_if_erased`, `is_erased`, `tombstoned_hashes`.
+- tombstones: `subject_hash`, `refuse_if_erased`, `is_erased`, `tombstoned_hashes`;
+- retention: `compile_retention` (pure), `plan_retention` (dry run), `apply_retention`.
 
 See docs/rtbf.md.
 """
@@ -28,6 +29,15 @@ from intelgraph_privacy.rtbf.registry import (
     RegistryError,
     load_registry,
     registry_from_mapping,
+)
+from intelgraph_privacy.rtbf.retention import (
+    RetentionCount,
+    RetentionError,
+    RetentionPlan,
+    RetentionRule,
+    apply_retention,
+    compile_retention,
+    plan_retention,
 )
 from intelgraph_privacy.rtbf.tombstones import (
     ErasedSubjectError,
@@ -52,12 +62,19 @@ __all__ = [
     "PlanStep",
     "RegionExecutor",
     "RegistryError",
+    "RetentionCount",
+    "RetentionError",
+    "RetentionPlan",
+    "RetentionRule",
+    "apply_retention",
+    "compile_retention",
     "get_job",
     "is_erased",
     "job_steps",
     "load_registry",
     "parse_scope",
     "plan_erasure",
+    "plan_retention",
     "refuse_if_erased",
     "registry_from_mapping",
     "request_erasure",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -63,6 +64,9 @@ class DatastorePool:
         if engine is None:
             spec = self._stores[datastore]
             url, dialect = normalise(spec.url)
+            if dialect == "sqlite" and url.database and not Path(url.database).is_file():
+                # Connecting would create an empty database and report "no such table".
+                raise ConfigError(f"datastore {datastore}: no SQLite database at {url.database}")
             try:
                 engine = create_engine(url, pool_pre_ping=True)
             except Exception as exc:  # a bad URL: say which datastore, password masked

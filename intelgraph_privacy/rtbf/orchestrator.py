@@ -47,6 +47,7 @@ from intelgraph_privacy.rtbf.tombstones import HASH_SCHEME, add_tombstones, subj
 from intelgraph_privacy.signing import encode_signed, sign_document
 from intelgraph_privacy.store import Store
 from intelgraph_privacy.store.schema import rtbf_jobs, rtbf_region_reports
+from intelgraph_privacy.store.versions import TOMBSTONES, bump_version
 
 __all__ = ["ErasureOrchestrator", "JobObserver"]
 
@@ -139,7 +140,9 @@ class ErasureOrchestrator:
             for hashed in hashes
         ]
         pairs = ((h, job) for h, (job, _) in zip(hashes, created, strict=True))
-        add_tombstones(connection, tenant, pairs, now)
+        if add_tombstones(connection, tenant, pairs, now):
+            # Sidecars sharing the store withhold the subject from their next request on.
+            bump_version(connection, TOMBSTONES)
         return created
 
     def jobs(self, job_ids: Sequence[str]) -> dict[str, ErasureJob]:

@@ -442,6 +442,11 @@ def _check_retention(
                 raise RegistryError(
                     f"{where}: {what}: retention needs timestamp_column (when each row was written)"
                 )
+            if what != "retention" and retention.action == "delete":
+                raise RegistryError(
+                    f"{where}: {what}: class {class_name!r} deletes rows: a field's class nulls "
+                    "or anonymises it; give a deleting class to the dataset (retention:)"
+                )
             if what == "retention" and retention.action == "null":
                 raise RegistryError(
                     f"{where}: retention: class {class_name!r} nulls fields: give it to fields, "

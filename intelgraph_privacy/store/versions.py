@@ -20,6 +20,7 @@ from intelgraph_privacy.store.schema import state_versions
 #: The counters the product keeps.
 REDACTION_RULES = "redaction_rules"
 REVOCATIONS = "revocations"
+TOMBSTONES = "tombstones"
 
 
 def bump_version(connection: Connection, name: str) -> int:
