@@ -19,11 +19,11 @@ resumed by running it again: finished steps are skipped, the rest are idempotent
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from intelgraph_privacy.codec import dumps, loads
 from intelgraph_privacy.errors import ConfigError, PrivacyError
@@ -41,7 +41,7 @@ from intelgraph_privacy.rtbf.jobs import (
 )
 from intelgraph_privacy.rtbf.manifest import build_manifest, region_report
 from intelgraph_privacy.rtbf.planner import plan_erasure
-from intelgraph_privacy.rtbf.progress import StoreStepRecorder, job_steps
+from intelgraph_privacy.rtbf.progress import StoreStepRecorder, region_steps
 from intelgraph_privacy.rtbf.registry import DatasetRegistry
 from intelgraph_privacy.rtbf.tombstones import HASH_SCHEME, add_tombstones, subject_hash
 from intelgraph_privacy.signing import encode_signed, sign_document
@@ -198,8 +198,7 @@ class ErasureOrchestrator:
         try:
             for region in regions:
                 self.run_region(region, [j for j in jobs if region in j.regions])
-            for job in jobs:
-                self.finalize(job.id)
+            self.finalize_many(ids)
         except PrivacyError as exc:
             self._set_status(ids, "failed", error=str(exc)[:2000])
             self._observe(ids, started, "failed")
@@ -241,6 +240,7 @@ class ErasureOrchestrator:
         """Sign each job's sub-manifest with the region's key and store it."""
         key = self.region_keys[region]
         now = self.clock()
+        steps = region_steps(self.store, [j.id for j in jobs], region)
         rows = []
         for job in jobs:
             report = region_report(
@@ -248,7 +248,7 @@ class ErasureOrchestrator:
                 subject=job.subject_id,
                 scope=job.scope,
                 region=region,
-                steps=job_steps(self.store, job.id, region),
+                steps=steps.get(job.id, []),
                 policy_version=job.policy_version,
                 reported_at=now,
             )
@@ -281,40 +281,55 @@ class ErasureOrchestrator:
 
         Returns the manifest's file text, or None while regions are missing.
         """
-        job = get_job(self.store, job_id)
-        if job is None:
+        if get_job(self.store, job_id) is None:
             raise ErasureRequestError(f"no erasure job {job_id}")
-        if job.status == "done" and job.manifest:
-            return job.manifest
+        return self.finalize_many([job_id]).get(job_id)
+
+    def finalize_many(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """`finalize` for many jobs at once; job id -> manifest text, for those complete."""
+        jobs = self.jobs(job_ids)
+        manifests = {j.id: j.manifest for j in jobs.values() if j.status == "done" and j.manifest}
+        todo = [j for j in jobs.values() if j.id not in manifests]
+        reports: dict[str, dict[str, Any]] = {}
         with self.store.read() as connection:
-            rows = connection.execute(
-                select(rtbf_region_reports.c.region, rtbf_region_reports.c.report).where(
-                    rtbf_region_reports.c.job_id == job_id
-                )
-            ).all()
-        reports = {str(region): loads(report) for region, report in rows}
-        if any(region not in reports for region in job.regions):
-            return None
+            for chunk in _chunks([j.id for j in todo]):
+                query = select(
+                    rtbf_region_reports.c.job_id,
+                    rtbf_region_reports.c.region,
+                    rtbf_region_reports.c.report,
+                ).where(rtbf_region_reports.c.job_id.in_(chunk))
+                for job_id, region, report in connection.execute(query):
+                    reports.setdefault(str(job_id), {})[str(region)] = loads(report)
+        complete = [j for j in todo if all(r in reports.get(j.id, {}) for r in j.regions)]
+        if not complete:
+            return manifests
         if self.hook:
             self.hook("before_finalize", None)
         now = self.clock()
-        manifest = build_manifest(
-            job_id=job.id,
-            subject=job.subject_id,
-            scope=job.scope,
-            requested_at=job.requested_at,
-            completed_at=now,
-            policy_version=job.policy_version,
-            regions=[reports[r] for r in job.regions],
-        )
-        text = encode_signed(sign_document(manifest, [self.manifest_key])).decode()
-        with self.store.begin() as connection:
-            connection.execute(
-                update(rtbf_jobs)
-                .where(rtbf_jobs.c.id == job_id)
-                .values(status="done", manifest=text, completed_at=now, updated_at=now, error=None)
+        rows = []
+        for job in complete:
+            manifest = build_manifest(
+                job_id=job.id,
+                subject=job.subject_id,
+                scope=job.scope,
+                requested_at=job.requested_at,
+                completed_at=now,
+                policy_version=job.policy_version,
+                regions=[reports[job.id][r] for r in job.regions],
             )
-        return text
+            text = encode_signed(sign_document(manifest, [self.manifest_key])).decode()
+            manifests[job.id] = text
+            rows.append({"j": job.id, "m": text})
+        statement = (
+            update(rtbf_jobs)
+            .where(rtbf_jobs.c.id == bindparam("j"))
+            .values(
+                status="done", manifest=bindparam("m"), completed_at=now, updated_at=now, error=None
+            )
+        )
+        with self.store.begin() as connection:
+            connection.execute(statement, rows)
+        return manifests
 
     def _set_status(self, job_ids: Sequence[str], status: str, *, error: str | None) -> None:
         now = self.clock()
@@ -338,3 +353,8 @@ class ErasureOrchestrator:
 def subject_reference(key: bytes, subject_id: str) -> str:
     """How jobs and manifests name a subject: `hmac-sha256:<hex>`."""
     return HASH_SCHEME + subject_hash(key, subject_id)
+
+
+def _chunks(items: Sequence[str], size: int = 2_000) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])

@@ -18,7 +18,7 @@ from intelgraph_privacy.rtbf.planner import PlanStep
 from intelgraph_privacy.store import Store
 from intelgraph_privacy.store.schema import rtbf_steps
 
-__all__ = ["StoreStepRecorder", "job_steps"]
+__all__ = ["StoreStepRecorder", "job_steps", "region_steps"]
 
 #: Jobs per statement when reading or writing a batch's steps.
 _CHUNK = 2_000
@@ -139,3 +139,20 @@ def job_steps(store: Store, job_id: str, region: str | None = None) -> list[dict
     with store.read() as connection:
         rows = connection.execute(query.order_by(rtbf_steps.c.region, rtbf_steps.c.seq)).all()
     return [dict(row._mapping) for row in rows]
+
+
+def region_steps(
+    store: Store, job_ids: Sequence[str], region: str
+) -> dict[str, list[dict[str, Any]]]:
+    """The recorded steps of many jobs in one region: job id -> steps in plan order."""
+    steps: dict[str, list[dict[str, Any]]] = {}
+    with store.read() as connection:
+        for chunk in _chunks(list(job_ids)):
+            query = (
+                select(rtbf_steps)
+                .where(rtbf_steps.c.job_id.in_(chunk), rtbf_steps.c.region == region)
+                .order_by(rtbf_steps.c.job_id, rtbf_steps.c.seq)
+            )
+            for row in connection.execute(query):
+                steps.setdefault(str(row.job_id), []).append(dict(row._mapping))
+    return steps
