@@ -1,4 +1,4 @@
-"""The examples of docs/tokens.md, admin-api.md and anonymity.md, run against a real demo.
+"""The examples of docs/tokens.md, admin-api.md, anonymity.md and rtbf.md, run against a demo.
 
 A fenced ```bash block preceded by the line `<!-- demo-example -->` is an example. The next fenced
 block, preceded by `<!-- expected -->`, is its output: ```json (compared structurally) or ```text
@@ -34,7 +34,7 @@ import pytest
 from tests.servers import http
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ("docs/tokens.md", "docs/admin-api.md", "docs/anonymity.md")
+DOCS = ("docs/tokens.md", "docs/admin-api.md", "docs/anonymity.md", "docs/rtbf.md")
 EXAMPLE_MARK = "<!-- demo-example -->"
 EXPECTED_MARK = "<!-- expected -->"
 DELIMITER = "@@@ docs example {} @@@"
