@@ -46,6 +46,8 @@ DEMO_QUERY = (
 )
 TOKEN_TTL_SECONDS = 12 * 3600
 ADMIN_MUTATION = 'mutation { setRedactionRule(rule: {field: "Person.city", tier: "restricted"}) }'
+#: The erasure example (the admin API's requestRTBF).
+RTBF_MUTATION = 'mutation { requestRTBF(subjectId: "P-00099", scope: "tenant:demo") }'
 #: The analytics example: counted groups, made k-anonymous by the sidecar (presets/anon.yaml).
 COHORT_QUERY = '{ cohort(groupBy: ["city", "ageBand"]) { city ageBand count } }'
 #: The DP export example (POST /export): a histogram over bins the caller names.
@@ -192,6 +194,7 @@ def instructions(options: DemoOptions) -> str:
     sidecar = f"http://{options.host}:{options.port}"
     upstream = f"http://{options.host}:{options.upstream_port}/graphql"
     body = shlex.quote(dumps({"query": DEMO_QUERY}).decode())
+    officer = demo_token("pia", ("privacy-officer",), "administration")
     lines = [
         "",
         "IntelGraph Privacy demo is running (DEMO KEYS: accepted only by this demo).",
@@ -238,6 +241,13 @@ def instructions(options: DemoOptions) -> str:
         "  -H 'Content-Type: application/json' "
         f"-d {shlex.quote(dumps(EXPORT_REQUEST).decode())} | python3 -m json.tool",
         "",
+        "# erasure: a privacy officer asks to forget P-00099 (right to be forgotten); then see",
+        "# `intelgraph-privacy rtbf status JOB --manifest FILE` below",
+        f"curl -s {sidecar}/admin/graphql "
+        f"-H 'Authorization: Bearer {officer}' \\",
+        "  -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(dumps({'query': RTBF_MUTATION}).decode())} | python3 -m json.tool",
+        "",
         "# admin API: an admin, for the purpose administration, makes Person.city restricted",
         f"curl -s {sidecar}/admin/graphql "
         f"-H 'Authorization: Bearer {demo_token('root', ('admin',), 'administration')}' \\",
@@ -247,6 +257,12 @@ def instructions(options: DemoOptions) -> str:
         "More: a token of your own, e.g.",
         "  .venv/bin/intelgraph-privacy token issue --demo --sub me --roles analyst "
         "--purpose analytics --tenant demo",
+        "  your tenant's privacy budget: .venv/bin/intelgraph-privacy budget show --tenant demo "
+        f"--data-dir {options.data_dir}",
+        "  an erasure's state and signed manifest: .venv/bin/intelgraph-privacy rtbf status JOB "
+        f"--data-dir {options.data_dir} --manifest /tmp/manifest.json",
+        "  the manifest checked: .venv/bin/intelgraph-privacy manifest verify "
+        f"/tmp/manifest.json --jwks {sidecar}/.well-known/jwks.json",
         f"  then verify the audit chain: .venv/bin/intelgraph-privacy audit verify "
         f"--data-dir {options.data_dir}",
         "Stop the demo with Ctrl-C.",

@@ -30,6 +30,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def run_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> Any:
     return subprocess.run(
         [*CLI, *args],
@@ -188,6 +191,8 @@ def test_demo_curl_commands_show_one_person_three_ways(demo: dict[str, Any]) -> 
     proof = export["proof"]
     assert (proof["preset"], proof["epsilon"], proof["mechanism"]) == ("standard", 2.0, "geometric")
     assert (proof["tenant"], proof["purpose"], proof["budget_left"]) == ("demo", "export", 8.0)
+    erasure = seen["`intelgraph-privacy rtbf status JOB --manifest FILE` below"]
+    assert UUID.fullmatch(erasure["data"]["requestRTBF"]), erasure
     exchanged = seen["bound to the purpose investigation"]
     assert exchanged["scope"] == "purpose:investigation" and exchanged["expires_in"] == 300
     admin = seen[
