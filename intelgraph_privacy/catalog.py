@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from intelgraph_privacy.codec import dumps
 from intelgraph_privacy.errors import CatalogError
+from intelgraph_privacy.yamlfile import DuplicateKeyError, UniqueKeyLoader
 
 Sensitivity = Literal["low", "medium", "high", "restricted"]
 #: Sensitivities from least to most protected.
@@ -179,33 +180,14 @@ def load_catalog(path: str | Path, schema: GraphQLSchema) -> Catalog:
     """Load a catalog YAML file and validate it against `schema`."""
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read catalog: {exc.strerror}") from exc
-    except _DuplicateKeyError as exc:
+    except DuplicateKeyError as exc:
         raise CatalogError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: not valid YAML: {exc}") from exc
     return catalog_from_mapping(raw if raw is not None else {}, schema, source=str(path))
-
-
-class _DuplicateKeyError(Exception):
-    pass
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys (PyYAML would keep the last one silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise _DuplicateKeyError(
-                    f"{key}: listed twice (line {key_node.start_mark.line + 1})"
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def catalog_from_mapping(raw: Any, schema: GraphQLSchema, *, source: str = "<catalog>") -> Catalog:

@@ -13,7 +13,7 @@ import yaml
 
 from intelgraph_privacy.errors import ConfigError
 
-__all__ = ["UniqueKeyLoader", "load_yaml_file"]
+__all__ = ["DuplicateKeyError", "UniqueKeyLoader", "load_yaml_file"]
 
 
 class DuplicateKeyError(yaml.YAMLError):

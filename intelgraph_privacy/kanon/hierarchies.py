@@ -37,6 +37,7 @@ import numpy.typing as npt
 import yaml
 
 from intelgraph_privacy.kanon.errors import KAnonError
+from intelgraph_privacy.yamlfile import DuplicateKeyError, UniqueKeyLoader
 
 ROOT = "*"
 
@@ -319,25 +320,6 @@ class Hierarchy:
 # --- YAML ----------------------------------------------------------------------------------
 
 
-class _DuplicateKeyError(Exception):
-    pass
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys (PyYAML would silently keep the last one)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise _DuplicateKeyError(
-                    f"{key!r} is listed twice (line {key_node.start_mark.line + 1})"
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def hierarchies_from_mapping(raw: Any, *, source: str = "<hierarchies>") -> dict[str, Hierarchy]:
     """Build hierarchies from decoded YAML/JSON: `{"hierarchies": {column: tree, ...}}`."""
     if not isinstance(raw, Mapping) or set(raw) != {"hierarchies"}:
@@ -370,8 +352,8 @@ def load_hierarchies(path: str | Path) -> dict[str, Hierarchy]:
     except OSError as exc:
         raise KAnonError(f"{path}: cannot read hierarchies: {exc.strerror}") from exc
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except _DuplicateKeyError as exc:
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass
+    except DuplicateKeyError as exc:
         raise KAnonError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise KAnonError(f"{path}: not valid YAML: {exc}") from exc
