@@ -24,7 +24,7 @@ from graphql import GraphQLInterfaceType, GraphQLObjectType, GraphQLSchema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from intelgraph_privacy.codec import dumps
-from intelgraph_privacy.errors import CatalogError
+from intelgraph_privacy.errors import CatalogError, describe_validation
 from intelgraph_privacy.yamlfile import DuplicateKeyError, UniqueKeyLoader
 
 Sensitivity = Literal["low", "medium", "high", "restricted"]
@@ -197,7 +197,7 @@ def catalog_from_mapping(raw: Any, schema: GraphQLSchema, *, source: str = "<cat
     try:
         top = _CatalogInput.model_validate(raw)
     except ValidationError as exc:
-        raise CatalogError(f"{source}: {_describe(exc)}") from exc
+        raise CatalogError(f"{source}: {describe_validation(exc)}") from exc
     entries: dict[str, FieldEntry] = {}
     for coordinate, written in top.fields.items():
         body = {} if written is None else written
@@ -206,7 +206,7 @@ def catalog_from_mapping(raw: Any, schema: GraphQLSchema, *, source: str = "<cat
         try:
             parsed = _EntryInput.model_validate(body)
         except ValidationError as exc:
-            raise CatalogError(f"{source}: {coordinate}: {_describe(exc)}") from exc
+            raise CatalogError(f"{source}: {coordinate}: {describe_validation(exc)}") from exc
         _check_labels(parsed, coordinate, source)
         values = parsed.model_dump()
         values["sensitivity"] = parsed.sensitivity or top.default_sensitivity
@@ -251,11 +251,3 @@ def _check_coordinates(
 def _content_hash(default: str, entries: Mapping[str, FieldEntry]) -> str:
     payload = {"default": default, "fields": {k: v.model_dump() for k, v in entries.items()}}
     return hashlib.sha256(dumps(payload, sort_keys=True)).hexdigest()[:16]
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"])
-        parts.append(f"{where}: {error['msg']}" if where else error["msg"])
-    return "; ".join(parts)

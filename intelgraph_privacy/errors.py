@@ -6,6 +6,11 @@ Every error the library raises on bad configuration or a failed privacy decision
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class PrivacyError(Exception):
     """Base class of every error raised by intelgraph_privacy."""
@@ -30,3 +35,12 @@ class PlanError(PrivacyError):
         super().__init__(message)
         #: GraphQL-shaped error entries, ready for a response's `errors[]`.
         self.errors: list[dict[str, object]] = errors or [{"message": message}]
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """A pydantic validation error in one line: `where: what; where: what`."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        parts.append(f"{where}: {error['msg']}" if where else error["msg"])
+    return "; ".join(parts)

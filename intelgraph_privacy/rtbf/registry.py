@@ -60,7 +60,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from intelgraph_privacy.errors import ConfigError
+from intelgraph_privacy.errors import ConfigError, describe_validation
 from intelgraph_privacy.yamlfile import load_yaml_file
 
 __all__ = [
@@ -251,7 +251,7 @@ def registry_from_mapping(
     try:
         top = _RegistryInput.model_validate(raw)
     except ValidationError as exc:
-        raise RegistryError(f"{source}: {_describe(exc)}") from None
+        raise RegistryError(f"{source}: {describe_validation(exc)}") from None
     datastores = {
         name: _check_datastore(name, store, source, base_dir)
         for name, store in top.datastores.items()
@@ -491,11 +491,3 @@ def _refuse_cycle(edges: Mapping[str, Iterable[str]], source: str, what: str) ->
                 state[child] = 1
                 path.append(child)
                 stack.append((child, iter(sorted(set(edges[child])))))
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"])
-        parts.append(f"{where}: {error['msg']}" if where else error["msg"])
-    return "; ".join(parts)
