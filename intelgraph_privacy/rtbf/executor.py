@@ -30,6 +30,7 @@ from sqlalchemy import Connection, text
 
 from intelgraph_privacy.errors import PrivacyError
 from intelgraph_privacy.rtbf.datastores import DatastorePool, SqlDialect
+from intelgraph_privacy.rtbf.derived import rebuild
 from intelgraph_privacy.rtbf.planner import PlanStep
 from intelgraph_privacy.rtbf.registry import Dataset, DatasetRegistry
 from intelgraph_privacy.rtbf.tombstones import subject_hash
@@ -105,7 +106,8 @@ class _Match:
     keys: dict[Any, set[str]] = field(default_factory=dict)  # row key -> jobs (for children)
     params: dict[str, Any] = field(default_factory=dict)
     predicates: list[str] = field(default_factory=list)  # rows to delete/anonymise
-    unlinks: list[tuple[str, str]] = field(default_factory=list)  # (column, parameter)
+    deletes: list[tuple[str, str]] = field(default_factory=list)  # delete-refs: (column, param)
+    unlinks: list[tuple[str, str]] = field(default_factory=list)  # null-refs: (column, param)
 
 
 class RegionExecutor:
@@ -217,10 +219,7 @@ class _Run:
         if hook:
             hook("before_erase", step)
         with self.pool.engine(dataset.datastore).begin() as connection:
-            table = dialect.q(dataset.table)
-            connection.execute(text(f"DELETE FROM {table}"))
-            inserted = connection.execute(text(f"INSERT INTO {table} {dataset.derived.query}"))
-            outcome.rows_affected = max(inserted.rowcount, 0)
+            outcome.rows_affected = rebuild(connection, dialect, dataset)
         if hook:
             hook("after_commit", step)
         recorder.finished(outcome, jobs)
@@ -269,18 +268,26 @@ class _Run:
         dataset: Dataset,
         jobs: Sequence[str] | None,
     ) -> _Match:
-        """The rows of `dataset` belonging to the batch (to the `jobs` among it, when given)."""
+        """The rows of `dataset` belonging to the batch (to the `jobs` among it, when given).
+
+        One query over every predicate: a row is counted once per job, as erased when its
+        subject key or a delete-reference matches, otherwise as unlinked (null-references).
+        """
         match = _Match()
-        attribution: list[tuple[int, dict[Any, set[str]]]] = []  # (column index, value -> jobs)
+        erasing: list[tuple[int, dict[Any, set[str]]]] = []  # (column index, value -> jobs)
+        linking: list[tuple[int, dict[Any, set[str]]]] = []
         columns: list[str] = []
         if dataset.subject_key is not None:
             own = self._own_ids(connection, dialect, dataset)
             if own:
                 match.predicates.append(dialect.member_of(dataset.subject_key, "own"))
                 match.params["own"] = dialect.values(own)
-                attribution.append((len(columns), own))
-            columns.append(dataset.subject_key)
+                erasing.append((len(columns), own))
+                columns.append(dataset.subject_key)
         for index, reference in enumerate(dataset.references):
+            parent = self.registry.dataset(reference.dataset)
+            if not parent.holds_tenant(self.tenant):
+                continue  # not this tenant's data: its rows are someone else's
             keys = self._parent_keys(reference.dataset)
             if not keys:
                 continue
@@ -288,53 +295,36 @@ class _Run:
             match.params[parameter] = dialect.values(keys)
             if reference.on_erase == "null":
                 match.unlinks.append((reference.column, parameter))
-                linked = self._values(
-                    connection, dialect, dataset, reference.column, parameter, match.params
-                )
-                for value, count in linked:
-                    for job in keys.get(value, ()):
-                        match.unlink[job] += count
-                continue
-            match.predicates.append(dialect.member_of(reference.column, parameter))
-            attribution.append((len(columns), keys))
+                linking.append((len(columns), keys))
+            else:
+                match.predicates.append(dialect.member_of(reference.column, parameter))
+                match.deletes.append((reference.column, parameter))
+                erasing.append((len(columns), keys))
             columns.append(reference.column)
-        if not match.predicates:
+        everything = match.predicates + [dialect.member_of(c, p) for c, p in match.unlinks]
+        if not everything:
             return _restrict(match, jobs)
         key_index = None
         if dataset.key is not None and self.registry.referrers.get(dataset.name):
             key_index = len(columns)
             columns.append(dataset.key)
         selected = ", ".join(dialect.q(c) for c in columns)
-        where = self._where(dialect, dataset, match.predicates)
+        where = self._where(dialect, dataset, everything)
         sql = f"SELECT {selected} FROM {dialect.q(dataset.table)} WHERE {where}"
         for row in connection.execute(text(sql), self._params(dataset, match.params)):
-            owners: set[str] = set()
-            for column_index, values in attribution:
-                owners |= values.get(row[column_index], set())
-            for job in owners:
+            erased: set[str] = set()
+            for column_index, values in erasing:
+                erased |= values.get(row[column_index], set())
+            linked: set[str] = set()
+            for column_index, values in linking:
+                linked |= values.get(row[column_index], set())
+            for job in erased:
                 match.rows[job] += 1
-            if key_index is not None and owners:
-                match.keys.setdefault(row[key_index], set()).update(owners)
+            for job in linked - erased:
+                match.unlink[job] += 1
+            if key_index is not None and erased:
+                match.keys.setdefault(row[key_index], set()).update(erased)
         return _restrict(match, jobs)
-
-    def _values(
-        self,
-        connection: Connection,
-        dialect: SqlDialect,
-        dataset: Dataset,
-        column: str,
-        parameter: str,
-        params: Mapping[str, Any],
-    ) -> list[tuple[Any, int]]:
-        """(value, rows) of `column` among the values bound to `parameter` in `params`."""
-        q = dialect.q(column)
-        predicate = dialect.member_of(column, parameter)
-        sql = (
-            f"SELECT {q}, COUNT(*) FROM {dialect.q(dataset.table)} "
-            f"WHERE {self._where(dialect, dataset, [predicate])} GROUP BY {q}"
-        )
-        bound = self._params(dataset, {parameter: params[parameter]})
-        return [(value, int(count)) for value, count in connection.execute(text(sql), bound)]
 
     def _where(self, dialect: SqlDialect, dataset: Dataset, predicates: Sequence[str]) -> str:
         where = "(" + " OR ".join(predicates) + ")"
@@ -371,8 +361,16 @@ class _Run:
             if dataset.erase == "anonymise":
                 assert dataset.subject_key is not None
                 nulled = dict.fromkeys([*dataset.anonymise, dataset.subject_key])
-                assignments = ", ".join(f"{dialect.q(c)} = NULL" for c in nulled)
-                sql = f"UPDATE {table} SET {assignments} WHERE {where}"
+                assignments = [f"{dialect.q(c)} = NULL" for c in nulled]
+                # A row kept (anonymised) loses its links to erased rows too, or it would
+                # still point at the subject (and block deleting the parent row).
+                assignments += [
+                    f"{dialect.q(column)} = CASE WHEN {dialect.member_of(column, parameter)} "
+                    f"THEN NULL ELSE {dialect.q(column)} END"
+                    for column, parameter in match.deletes
+                    if column not in nulled
+                ]
+                sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {where}"
             else:
                 sql = f"DELETE FROM {table} WHERE {where}"
             changed += max(connection.execute(text(sql), params).rowcount, 0)

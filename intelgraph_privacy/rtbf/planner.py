@@ -20,7 +20,7 @@ from typing import Literal
 
 from intelgraph_privacy.rtbf.registry import DatasetRegistry
 
-__all__ = ["ErasurePlan", "PlanStep", "plan_erasure"]
+__all__ = ["ErasurePlan", "PlanStep", "derived_affected", "plan_erasure"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +103,20 @@ def _derived_from(registry: DatasetRegistry, in_scope: set[str], holding: set[st
                 affected.add(name)
                 changed = True
     return affected
+
+
+def derived_affected(
+    registry: DatasetRegistry, changed: set[str], in_scope: set[str] | None = None
+) -> list[str]:
+    """Derived datasets built (transitively) from `changed`, sources before what they feed."""
+    scope = set(registry.datasets) if in_scope is None else in_scope
+    affected = _derived_from(registry, scope, changed)
+    order = _topological(
+        sorted(affected),
+        {n: [s for s in _sources(registry, n) if s in affected] for n in affected},
+        before_dependencies=True,
+    )
+    return order
 
 
 def _topological(
