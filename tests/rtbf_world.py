@@ -40,6 +40,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "events": ("id", "person_id", "tenant", "kind"),
     "accounts": ("account_id", "person_ref", "email", "name", "plan"),
     "payments": ("id", "account_id", "amount"),
+    "reviews": ("id", "author_ref", "account_id", "body"),
 }
 DATASTORE_OF = {
     "person": "eu-main",
@@ -50,6 +51,7 @@ DATASTORE_OF = {
     "events": "eu-events",
     "accounts": "us-main",
     "payments": "us-main",
+    "reviews": "us-main",
 }
 
 _DDL = {
@@ -72,6 +74,8 @@ _DDL = {
         "name TEXT, plan TEXT NOT NULL)",
         "CREATE TABLE payments (id INTEGER PRIMARY KEY, "
         "account_id INTEGER NOT NULL REFERENCES accounts(account_id), amount INTEGER NOT NULL)",
+        "CREATE TABLE reviews (id INTEGER PRIMARY KEY, author_ref TEXT, "
+        "account_id INTEGER REFERENCES accounts(account_id), body TEXT)",
     ],
 }
 
@@ -135,6 +139,17 @@ REGISTRY: dict[str, Any] = {
             "tenants": [TENANT],
             "references": [{"column": "account_id", "dataset": "accounts"}],
         },
+        # Reviews by a person, about an account: anonymised, whether the subject wrote them or
+        # they are about the subject's account (then the link to the account goes too).
+        "reviews": {
+            "datastore": "us-main",
+            "table": "reviews",
+            "subject_key": "author_ref",
+            "tenants": [TENANT],
+            "erase": "anonymise",
+            "anonymise": ["body"],
+            "references": [{"column": "account_id", "dataset": "accounts"}],
+        },
     }
 }
 REGIONS = {"eu-main": "eu", "eu-events": "eu", "us-main": "us"}
@@ -192,6 +207,12 @@ class World:
                 for a, ref, e, n, plan in m["accounts"]
             ],
             "payments": [r for r in m["payments"] if r[1] not in accounts_gone],
+            "reviews": [
+                (i, None, None if acc in accounts_gone else acc, None)
+                if author in gone or acc in accounts_gone
+                else (i, author, acc, body)
+                for i, author, acc, body in m["reviews"]
+            ],
         }
         return {t: sorted((tuple(r) for r in rows), key=_sort_key) for t, rows in expected.items()}
 
@@ -207,6 +228,7 @@ class World:
             "events": sum(r[1] == subject and r[2] == TENANT for r in m["events"]),
             "accounts": len(accounts),
             "payments": sum(r[1] in accounts for r in m["payments"]),
+            "reviews": sum(r[1] == subject or r[2] in accounts for r in m["reviews"]),
         }
 
     def close(self) -> None:
@@ -254,6 +276,10 @@ def generate(people: int, seed: int) -> dict[str, Rows]:
                 model["payments"].append((payment_id, account_id, rng.randint(1, 500)))
                 payment_id += 1
             account_id += 1
+    accounts = [r[0] for r in model["accounts"]]
+    for review in range(people):
+        account = rng.choice(accounts) if accounts and rng.random() < 0.7 else None
+        model["reviews"].append((review + 1, rng.choice(ids), account, f"review {review}"))
     counts: dict[str, int] = {}
     for row in model["person"]:
         counts[row[3]] = counts.get(row[3], 0) + 1

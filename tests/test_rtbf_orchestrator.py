@@ -131,7 +131,8 @@ def test_one_subject_is_erased_everywhere_with_a_verifiable_manifest(setup: Setu
     assert eu.index("knows") < eu.index("person") and eu.index("case_subject") < eu.index("person")
     assert eu.index("case_file") < eu.index("person") and eu[-1] == "city_counts"
     us = [a["dataset"] for a in manifest["actions"] if a["region"] == "us"]
-    assert us == ["payments", "accounts"]
+    assert us == ["payments", "reviews", "accounts"]
+    assert by_dataset["reviews"]["op"] == "anonymise"
     # Nothing the store keeps names the subject: not the job, not the steps, not the manifest.
     assert subject not in _store_text(setup.store)
 
