@@ -33,7 +33,7 @@ from intelgraph_privacy.rtbf.datastores import DatastorePool, SqlDialect
 from intelgraph_privacy.rtbf.derived import rebuild
 from intelgraph_privacy.rtbf.planner import PlanStep
 from intelgraph_privacy.rtbf.registry import Dataset, DatasetRegistry
-from intelgraph_privacy.rtbf.tombstones import subject_hash
+from intelgraph_privacy.rtbf.tombstones import SubjectHasher
 
 __all__ = [
     "BatchSubject",
@@ -158,6 +158,8 @@ class _Run:
         for subject in subjects:
             self.jobs_by_hash.setdefault(subject.subject_hash, set()).add(subject.job_id)
         self._keys: dict[str, dict[Any, set[str]]] = {}
+        self._hasher = SubjectHasher(executor.hash_key)
+        self._hashes: dict[Any, str] = {}
 
     # -- one step ------------------------------------------------------------------------
 
@@ -240,13 +242,17 @@ class _Run:
             sql += f" AND {dialect.q(dataset.tenant_column)} = :tenant"
             params["tenant"] = self.tenant
         found: dict[Any, set[str]] = {}
-        key = self.executor.hash_key
         wanted = self.jobs_by_hash
+        hashes = self._hashes  # one hash per value per run: the verification re-scan is free
+        hasher = self._hasher
         result = connection.execution_options(stream_results=True, yield_per=SCAN_BATCH).execute(
             text(sql), params
         )
         for (value,) in result:
-            jobs = wanted.get(subject_hash(key, value))
+            hashed = hashes.get(value)
+            if hashed is None:
+                hashed = hashes[value] = hasher(value)
+            jobs = wanted.get(hashed)
             if jobs is not None:
                 found[value] = jobs
         return found

@@ -92,39 +92,73 @@ def request_erasure(
     scope. `regions`: the regions whose executors must report (the plan's). ErasureRequestError
     on bad input.
     """
-    if not _HEX64.fullmatch(subject_hash):
-        raise ErasureRequestError("the subject hash must be 64 hexadecimal digits")
+    [created] = request_erasures(
+        connection,
+        [subject_hash],
+        scope,
+        requested_by=requested_by,
+        regions=regions,
+        policy_version=policy_version,
+        now=now,
+    )
+    return created
+
+
+def request_erasures(
+    connection: Connection,
+    subject_hashes: Sequence[str],
+    scope: str,
+    *,
+    requested_by: str,
+    regions: Sequence[str] = (),
+    policy_version: str | None = None,
+    now: datetime | None = None,
+) -> list[tuple[str, bool]]:
+    """`request_erasure` for many subjects: one lookup of open jobs, one multi-row insert."""
+    for subject_hash in subject_hashes:
+        if not _HEX64.fullmatch(subject_hash):
+            raise ErasureRequestError("the subject hash must be 64 hexadecimal digits")
     tenant = parse_scope(scope)
-    reference = HASH_SCHEME + subject_hash
-    existing = connection.scalar(
-        select(rtbf_jobs.c.id)
-        .where(
-            rtbf_jobs.c.subject_id == reference,
+    references = [HASH_SCHEME + h for h in subject_hashes]
+    open_jobs: dict[str, str] = {}
+    for start in range(0, len(references), 2_000):
+        chunk = references[start : start + 2_000]
+        query = select(rtbf_jobs.c.subject_id, rtbf_jobs.c.id).where(
+            rtbf_jobs.c.subject_id.in_(chunk),
             rtbf_jobs.c.scope == scope,
             rtbf_jobs.c.status.in_(OPEN_STATUSES),
         )
-        .limit(1)
-    )
-    if existing is not None:
-        return str(existing), False
+        for subject, job_id in connection.execute(query):
+            open_jobs.setdefault(str(subject), str(job_id))
     now = now or datetime.now(UTC)
-    job_id = str(uuid.uuid4())
-    connection.execute(
-        insert(rtbf_jobs).values(
-            id=job_id,
-            subject_id=reference,
-            subject_hash=subject_hash,
-            scope=scope,
-            tenant=tenant,
-            requested_by=requested_by,
-            requested_at=now,
-            status="pending",
-            updated_at=now,
-            regions=dumps(list(regions)).decode(),
-            policy_version=policy_version,
+    created: list[tuple[str, bool]] = []
+    rows = []
+    for subject_hash, reference in zip(subject_hashes, references, strict=True):
+        existing = open_jobs.get(reference)
+        if existing is not None:
+            created.append((existing, False))
+            continue
+        job_id = str(uuid.uuid4())
+        open_jobs[reference] = job_id  # the same subject twice in one call: one job
+        created.append((job_id, True))
+        rows.append(
+            {
+                "id": job_id,
+                "subject_id": reference,
+                "subject_hash": subject_hash,
+                "scope": scope,
+                "tenant": tenant,
+                "requested_by": requested_by,
+                "requested_at": now,
+                "status": "pending",
+                "updated_at": now,
+                "regions": dumps(list(regions)).decode(),
+                "policy_version": policy_version,
+            }
         )
-    )
-    return job_id, True
+    if rows:
+        connection.execute(insert(rtbf_jobs), rows)
+    return created
 
 
 def get_job(store: Store, job_id: str) -> ErasureJob | None:

@@ -21,12 +21,12 @@ every signature (`intelgraph_privacy.signing`) and that the whole agrees with it
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from intelgraph_privacy.codec import dumps, loads
 from intelgraph_privacy.errors import PrivacyError
 from intelgraph_privacy.signing import (
     SIGNATURES,
@@ -122,7 +122,8 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The whole manifest (unsigned) from the regions' signed sub-manifests."""
     # Copies: the whole and its regions must not share objects (editing one would edit both).
-    ordered = [copy.deepcopy(dict(r)) for r in sorted(regions, key=lambda r: str(r["region"]))]
+    # (A JSON round trip: a deep copy of plain JSON, an order of magnitude faster than deepcopy.)
+    ordered = [loads(dumps(dict(r))) for r in sorted(regions, key=lambda r: str(r["region"]))]
     actions = [dict(action) for report in ordered for action in report["actions"]]
     return {
         "manifestVersion": MANIFEST_VERSION,

@@ -37,13 +37,16 @@ from intelgraph_privacy.rtbf.jobs import (
     get_job,
     job_from_row,
     parse_scope,
-    request_erasure,
+    request_erasures,
 )
 from intelgraph_privacy.rtbf.manifest import build_manifest, region_report
 from intelgraph_privacy.rtbf.planner import plan_erasure
 from intelgraph_privacy.rtbf.progress import StoreStepRecorder, region_steps
 from intelgraph_privacy.rtbf.registry import DatasetRegistry
-from intelgraph_privacy.rtbf.tombstones import HASH_SCHEME, add_tombstones, subject_hash
+from intelgraph_privacy.rtbf.tombstones import (
+    SubjectHasher,
+    add_tombstones,
+)
 from intelgraph_privacy.signing import encode_signed, sign_document
 from intelgraph_privacy.store import Store
 from intelgraph_privacy.store.schema import rtbf_jobs, rtbf_region_reports
@@ -122,23 +125,21 @@ class ErasureOrchestrator:
         `policy_version` overrides the orchestrator's (a sidecar passes the serving one).
         """
         tenant = parse_scope(scope)
-        hashes = [subject_hash(self.hash_key, check_subject_id(s)) for s in subject_ids]
+        hasher = SubjectHasher(self.hash_key)
+        hashes = [hasher(check_subject_id(s)) for s in subject_ids]
         regions = sorted(plan_erasure(self.registry, tenant).regions)
         if not regions:
             raise ErasureRequestError(f"no registered dataset holds data of tenant {tenant!r}")
         now = self.clock()
-        created = [
-            request_erasure(
-                connection,
-                hashed,
-                scope,
-                requested_by=requested_by,
-                regions=regions,
-                policy_version=policy_version or self.policy_version,
-                now=now,
-            )
-            for hashed in hashes
-        ]
+        created = request_erasures(
+            connection,
+            hashes,
+            scope,
+            requested_by=requested_by,
+            regions=regions,
+            policy_version=policy_version or self.policy_version,
+            now=now,
+        )
         pairs = ((h, job) for h, (job, _) in zip(hashes, created, strict=True))
         if add_tombstones(connection, tenant, pairs, now):
             # Sidecars sharing the store withhold the subject from their next request on.
@@ -348,11 +349,6 @@ class ErasureOrchestrator:
         seconds = time.perf_counter() - started
         for job in self.jobs(job_ids).values():
             self.observer(job, seconds, outcome)
-
-
-def subject_reference(key: bytes, subject_id: str) -> str:
-    """How jobs and manifests name a subject: `hmac-sha256:<hex>`."""
-    return HASH_SCHEME + subject_hash(key, subject_id)
 
 
 def _chunks(items: Sequence[str], size: int = 2_000) -> Iterator[list[str]]:

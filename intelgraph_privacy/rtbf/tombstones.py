@@ -23,6 +23,7 @@ from intelgraph_privacy.store.schema import tombstones
 __all__ = [
     "HASH_SCHEME",
     "ErasedSubjectError",
+    "SubjectHasher",
     "add_tombstones",
     "is_erased",
     "refuse_if_erased",
@@ -43,10 +44,24 @@ class ErasedSubjectError(PrivacyError):
 
 def subject_hash(key: bytes, subject_id: object) -> str:
     """The keyed hash (hex) of a subject id; ids are compared as text (`str()`)."""
-    if len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"the subject hash key must be at least {MIN_KEY_BYTES} bytes")
-    message = _DOMAIN + str(subject_id).encode("utf-8")
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return SubjectHasher(key)(subject_id)
+
+
+class SubjectHasher:
+    """`subject_hash` under one key, for many ids: the key and domain are absorbed once."""
+
+    __slots__ = ("_prefix",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"the subject hash key must be at least {MIN_KEY_BYTES} bytes")
+        self._prefix = hmac.new(key, _DOMAIN, hashlib.sha256)
+
+    def __call__(self, subject_id: object) -> str:
+        """The keyed hash (hex) of one subject id."""
+        mac = self._prefix.copy()
+        mac.update(str(subject_id).encode("utf-8"))
+        return mac.hexdigest()
 
 
 def add_tombstones(
@@ -59,13 +74,17 @@ def add_tombstones(
     pairs = dict(hashes)
     if not pairs:
         return 0
-    existing = set(
-        connection.scalars(
-            select(tombstones.c.subject_hash).where(
-                tombstones.c.tenant == tenant, tombstones.c.subject_hash.in_(list(pairs))
+    listed = list(pairs)
+    existing: set[str] = set()
+    for start in range(0, len(listed), 2_000):
+        existing.update(
+            connection.scalars(
+                select(tombstones.c.subject_hash).where(
+                    tombstones.c.tenant == tenant,
+                    tombstones.c.subject_hash.in_(listed[start : start + 2_000]),
+                )
             )
         )
-    )
     rows = [
         {"tenant": tenant, "subject_hash": h, "job_id": job, "created_at": now}
         for h, job in pairs.items()
