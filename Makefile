@@ -40,14 +40,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# kanon_adult reads ../shared/data/adult/ by default (--data elsewhere); ledger_debits and the
-# ledger row of dp_release need PostgreSQL (`make services`). --write updates benchmarks/README.md.
+# kanon_adult reads ../shared/data/adult/ by default (--data elsewhere); ledger_debits, rtbf and
+# the ledger row of dp_release need PostgreSQL (`make services`). --write updates benchmarks/README.md.
 bench: $(STAMP) services
 	$(PY) benchmarks/redact_apply.py
 	$(PY) benchmarks/sidecar_overhead.py
 	$(PY) benchmarks/kanon_adult.py
 	$(PY) benchmarks/dp_release.py
 	$(PY) benchmarks/ledger_debits.py
+	$(PY) benchmarks/rtbf.py
 
 clean:
 	rm -rf $(VENV) $(PYCANON_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

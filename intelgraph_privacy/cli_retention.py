@@ -98,6 +98,7 @@ def _apply(args: argparse.Namespace) -> int:
     from intelgraph_privacy.audit import AuditLog
     from intelgraph_privacy.cli import open_store_from_args
     from intelgraph_privacy.rtbf.datastores import DatastorePool
+    from intelgraph_privacy.rtbf.derived import rebuild_derived
     from intelgraph_privacy.rtbf.registry import load_registry
     from intelgraph_privacy.rtbf.retention import apply_retention, compile_retention
 
@@ -114,9 +115,14 @@ def _apply(args: argparse.Namespace) -> int:
         pool = DatastorePool(registry)
         try:
             counts = apply_retention(registry, pool, now=now, audit=audit)
+            # Derived datasets built from what changed would still hold it: rebuild them.
+            changed = {c.rule.dataset for c in counts if c.rows}
+            rebuilt = rebuild_derived(registry, pool, changed)
+            for name, rows in rebuilt:
+                log.append([rebuild_record(name, rows, run_id)])
         finally:
             pool.close()
-    _report(counts, now, applied=True, as_json=args.json)
+    _report(counts, now, applied=True, as_json=args.json, rebuilt=rebuilt)
     return 0
 
 
@@ -154,8 +160,35 @@ def audit_record(count: RetentionCount, run_id: str) -> AuditRecord:
     )
 
 
+def rebuild_record(dataset: str, rows: int, run_id: str) -> AuditRecord:
+    """The audit record of a derived dataset rebuilt after retention changed its sources."""
+    from intelgraph_privacy.audit import AuditRecord
+
+    return AuditRecord(
+        ts=datetime.now(UTC),
+        request_id=run_id,
+        sub=None,
+        tenant=None,
+        purpose="retention",
+        operation_name=f"retention:{dataset}",
+        operation_type=None,
+        document_hash=None,
+        redacted={},
+        policy_version=None,
+        catalog_version=None,
+        status=200,
+        mode="enforce",
+        detail=f"rebuilt derived dataset: {rows} rows",
+    )
+
+
 def _report(
-    counts: Sequence[RetentionCount], now: datetime, *, applied: bool, as_json: bool
+    counts: Sequence[RetentionCount],
+    now: datetime,
+    *,
+    applied: bool,
+    as_json: bool,
+    rebuilt: Sequence[tuple[str, int]] = (),
 ) -> None:
     from intelgraph_privacy import codec
     from intelgraph_privacy.rtbf.retention import iso
@@ -167,6 +200,8 @@ def _report(
             "rows": sum(c.rows for c in counts),
             "rules": [c.as_dict() for c in counts],
         }
+        if applied:
+            report["rebuilt"] = [{"dataset": name, "rows": rows} for name, rows in rebuilt]
         sys.stdout.write(codec.dumps(report).decode("utf-8") + "\n")
         return
     total = sum(c.rows for c in counts)
@@ -178,6 +213,8 @@ def _report(
         )
     if counts:
         print(render_table(counts))
+    for name, rows in rebuilt:
+        print(f"rebuilt derived dataset {name}: {rows} rows")
 
 
 def render_table(counts: Sequence[RetentionCount]) -> str:
