@@ -243,8 +243,7 @@ def instructions(options: DemoOptions) -> str:
         "",
         "# erasure: a privacy officer asks to forget P-00099 (right to be forgotten); then see",
         "# `intelgraph-privacy rtbf status JOB --manifest FILE` below",
-        f"curl -s {sidecar}/admin/graphql "
-        f"-H 'Authorization: Bearer {officer}' \\",
+        f"curl -s {sidecar}/admin/graphql -H 'Authorization: Bearer {officer}' \\",
         "  -H 'Content-Type: application/json' "
         f"-d {shlex.quote(dumps({'query': RTBF_MUTATION}).decode())} | python3 -m json.tool",
         "",
