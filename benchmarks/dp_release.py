@@ -41,6 +41,7 @@ from typing import Any
 
 import diffprivlib
 import numpy as np
+from _report import command_line, write_section
 
 from intelgraph_privacy.dp import release
 
@@ -214,16 +215,6 @@ def check(rows: list[Row]) -> None:
 # --- report ---------------------------------------------------------------------------------
 
 
-def command_line() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_text = str(exe.relative_to(Path.cwd()))
-    except ValueError:
-        exe_text = "python"
-    script = os.path.relpath(Path(__file__).resolve(), Path.cwd())
-    return " ".join([exe_text, script, *sys.argv[1:]])
-
-
 def code_version() -> str:
     """The commit measured, and whether the library differed from it."""
     try:
@@ -272,7 +263,7 @@ def render(rows: list[Row], n: int, runs: int, ledger: tuple[str, float | None] 
         f"### DP release of {n:,} values (`benchmarks/dp_release.py`)",
         "",
         "```sh",
-        command_line(),
+        command_line(__file__),
         "```",
         "",
         f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {code_version()}. "
@@ -324,23 +315,8 @@ def render(rows: list[Row], n: int, runs: int, ledger: tuple[str, float | None] 
     return "\n".join(lines)
 
 
-README_HEADER = """# Benchmarks
-
-Run from the repository root. Each script prints its results as markdown; with `--write` it
-replaces its own section below (between its markers).
-"""
-
-
 def write_readme(path: Path, section: str) -> None:
-    block = f"{BEGIN_MARKER}\n{section}\n{END_MARKER}"
-    text = path.read_text() if path.exists() else README_HEADER
-    if BEGIN_MARKER in text and END_MARKER in text:
-        head, _, rest = text.partition(BEGIN_MARKER)
-        _, _, tail = rest.partition(END_MARKER)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_section(path, BEGIN_MARKER, END_MARKER, section)
 
 
 # --- main -----------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _report import command_line, write_section
 
 from intelgraph_privacy.kanon import (
     Hierarchy,
@@ -239,16 +240,6 @@ def met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def command_line() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_text = str(exe.relative_to(Path.cwd()))
-    except ValueError:
-        exe_text = "python"
-    script = os.path.relpath(Path(__file__).resolve(), Path.cwd())
-    return " ".join([exe_text, script, *sys.argv[1:]])
-
-
 def git_note() -> str:
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
@@ -288,7 +279,7 @@ def render(
         "### k-anonymity on UCI Adult (`benchmarks/kanon_adult.py`)",
         "",
         "```sh",
-        command_line(),
+        command_line(__file__),
         "```",
         "",
         f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {git_note()}. Machine: {machine_note()}",
@@ -403,23 +394,8 @@ def render(
     return "\n".join(lines)
 
 
-README_HEADER = """# Benchmarks
-
-Run from the repository root. Each script prints its results as markdown; with `--write` it
-replaces its own section below (between its markers).
-"""
-
-
 def write_readme(path: Path, section: str) -> None:
-    block = f"{BEGIN_MARKER}\n{section}\n{END_MARKER}"
-    text = path.read_text() if path.exists() else README_HEADER
-    if BEGIN_MARKER in text and END_MARKER in text:
-        head, _, rest = text.partition(BEGIN_MARKER)
-        _, _, tail = rest.partition(END_MARKER)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_section(path, BEGIN_MARKER, END_MARKER, section)
 
 
 # --- main -------------------------------------------------------------------------------------

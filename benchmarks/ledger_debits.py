@@ -50,6 +50,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere: import the library in this repo
     sys.path.insert(0, str(REPO))
 
+from _report import command_line, write_section  # noqa: E402
+
 from intelgraph_privacy.dp.ledger import Budget, BudgetLedger  # noqa: E402
 from intelgraph_privacy.store import open_store  # noqa: E402
 from intelgraph_privacy.store.schema import privacy_budget  # noqa: E402
@@ -292,16 +294,6 @@ def server_note(url: str) -> str:
         store.close()
 
 
-def command_line() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_text = str(exe.relative_to(Path.cwd()))
-    except ValueError:
-        exe_text = "python"
-    script = os.path.relpath(Path(__file__).resolve(), Path.cwd())
-    return " ".join([exe_text, script, *sys.argv[1:]])
-
-
 def code_version() -> str:
     """The commit measured, and whether the library differed from it."""
     try:
@@ -337,7 +329,7 @@ def render(
         "### Privacy budget ledger debits (`benchmarks/ledger_debits.py`)",
         "",
         "```sh",
-        command_line(),
+        command_line(__file__),
         "```",
         "",
         f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {code_version()}. Machine: "
@@ -373,23 +365,8 @@ def render(
     return "\n".join(lines)
 
 
-README_HEADER = """# Benchmarks
-
-Run from the repository root. Each script prints its results as markdown; with `--write` it
-replaces its own section below (between its markers).
-"""
-
-
 def write_readme(path: Path, section: str) -> None:
-    block = f"{BEGIN_MARKER}\n{section}\n{END_MARKER}"
-    text = path.read_text() if path.exists() else README_HEADER
-    if BEGIN_MARKER in text and END_MARKER in text:
-        head, _, rest = text.partition(BEGIN_MARKER)
-        _, _, tail = rest.partition(END_MARKER)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_section(path, BEGIN_MARKER, END_MARKER, section)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

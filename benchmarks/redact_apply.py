@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from _report import command_line, write_section
 
 from intelgraph_privacy import (
     Catalog,
@@ -502,16 +503,6 @@ def targets_table(plans: list[PlanRow], applies: list[ApplyRow]) -> tuple[str, b
     return "\n".join(lines), all_met
 
 
-def command_line() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_text = str(exe.relative_to(Path.cwd()))
-    except ValueError:
-        exe_text = "python"
-    script = os.path.relpath(Path(__file__).resolve(), Path.cwd())
-    return " ".join(["RUST_BACKTRACE=0", exe_text, script, *sys.argv[1:]])
-
-
 def machine_note() -> str:
     walker = (
         "the C walk (`intelgraph_privacy.redact._walk`)"
@@ -543,7 +534,7 @@ def render(
             "### Redaction plan and apply (`benchmarks/redact_apply.py`)",
             "",
             "```sh",
-            command_line(),
+            command_line(__file__, prefix="RUST_BACKTRACE=0"),
             "```",
             "",
             f"Machine: {machine_note()}",
@@ -574,23 +565,8 @@ def render(
     )
 
 
-README_HEADER = """# Benchmarks
-
-Run from the repository root. Each script prints its results as markdown; with `--write` it
-replaces its own section below (between its markers).
-"""
-
-
 def write_readme(path: Path, section: str) -> None:
-    block = f"{BEGIN_MARKER}\n{section}\n{END_MARKER}"
-    text = path.read_text() if path.exists() else README_HEADER
-    if BEGIN_MARKER in text and END_MARKER in text:
-        head, _, rest = text.partition(BEGIN_MARKER)
-        _, _, tail = rest.partition(END_MARKER)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_section(path, BEGIN_MARKER, END_MARKER, section)
 
 
 # --- main -------------------------------------------------------------------------------------

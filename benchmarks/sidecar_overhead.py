@@ -60,6 +60,7 @@ from typing import IO, Any
 
 import orjson
 import yaml
+from _report import command_line, write_section
 from _sidecar_steps import StepInput, StepRow, step_costs
 from jwcrypto import jwk
 
@@ -645,16 +646,6 @@ def targets_table(results: Results, settings: Settings) -> tuple[str, bool]:
     return "\n".join(lines), all(ok for _, _, ok in checks)
 
 
-def command_line() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_text = str(exe.relative_to(Path.cwd()))
-    except ValueError:
-        exe_text = "python"
-    script = os.path.relpath(Path(__file__).resolve(), Path.cwd())
-    return " ".join(["RUST_BACKTRACE=0", exe_text, script, *sys.argv[1:]])
-
-
 def machine_note() -> str:
     walker = "the C walk" if native_walker() is not None else "the pure-Python walk"
     return (
@@ -786,7 +777,7 @@ def render(
             "### Sidecar overhead over HTTP (`benchmarks/sidecar_overhead.py`)",
             "",
             "```sh",
-            command_line(),
+            command_line(__file__, prefix="RUST_BACKTRACE=0"),
             "```",
             "",
             f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {code_version()}. "
@@ -831,23 +822,8 @@ def render(
     )
 
 
-README_HEADER = """# Benchmarks
-
-Run from the repository root. Each script prints its results as markdown; with `--write` it
-replaces its own section below (between its markers).
-"""
-
-
 def write_readme(path: Path, section: str) -> None:
-    block = f"{BEGIN_MARKER}\n{section}\n{END_MARKER}"
-    text = path.read_text() if path.exists() else README_HEADER
-    if BEGIN_MARKER in text and END_MARKER in text:
-        head, _, rest = text.partition(BEGIN_MARKER)
-        _, _, tail = rest.partition(END_MARKER)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_section(path, BEGIN_MARKER, END_MARKER, section)
 
 
 def print_profile(path: Path) -> None:

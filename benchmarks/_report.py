@@ -1,0 +1,42 @@
+"""What every benchmark script shares: the command that reproduces it, and its README section.
+
+Each script prints its results as markdown; with `--write` it replaces its own section of
+benchmarks/README.md, between the markers `<!-- <name>:begin -->` and `<!-- <name>:end -->`
+(appended at the end when the section is new).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+README_HEADER = """# Benchmarks
+
+Run from the repository root. Each script prints its results as markdown; with `--write` it
+replaces its own section below (between its markers).
+"""
+
+
+def command_line(script: str, *, prefix: str = "") -> str:
+    """The command that ran `script` (its `__file__`), relative to the working directory."""
+    exe = Path(sys.executable)
+    try:
+        exe_text = str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        exe_text = "python"
+    relative = os.path.relpath(Path(script).resolve(), Path.cwd())
+    return " ".join([*([prefix] if prefix else []), exe_text, relative, *sys.argv[1:]])
+
+
+def write_section(readme: Path, begin: str, end: str, section: str) -> None:
+    """Replace the text between the markers `begin` and `end` of `readme` with `section`."""
+    block = f"{begin}\n{section}\n{end}"
+    text = readme.read_text() if readme.exists() else README_HEADER
+    if begin in text and end in text:
+        head, _, rest = text.partition(begin)
+        _, _, tail = rest.partition(end)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    readme.write_text(text)
