@@ -213,12 +213,18 @@ async def _run_operation(
     _sanitise_upstream_errors(
         upstream, keep_located=state.config.policy.upstream_error_messages == "located"
     )
-    # Objects of erased subjects are withheld first, in every mode (preview too).
-    withheld = _withhold_erased(state, principal, plan, upstream)
     try:
-        if outcome.preview:
+        # Preview serves what the policy would redact: erased subjects are withheld along the
+        # plan that is served (the pass-through one then), so none hides under a nulled field.
+        passthrough = (
+            runtime.redactor.passthrough_plan(op.query, op.operation_name, principal)
+            if outcome.preview
+            else None
+        )
+        # Objects of erased subjects are withheld first, in every mode.
+        withheld = _withhold_erased(state, principal, passthrough or plan, upstream)
+        if passthrough is not None:
             outcome.report = runtime.redactor.preview(plan, upstream)
-            passthrough = runtime.redactor.passthrough_plan(op.query, op.operation_name, principal)
             outcome.body = runtime.redactor.apply(passthrough, upstream).response
         else:
             redacted = runtime.redactor.apply(plan, upstream)

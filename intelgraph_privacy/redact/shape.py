@@ -87,8 +87,8 @@ class Shape:
     #: The operation the upstream must receive: the one selected, its fragments, and `__typename`.
     upstream_document: str
     typename_alias: str
-    #: The response key of the injected subject key (`_igSubject: id`), when subject keys are
-    #: asked for: every object of a type with a subject key then carries its subject's id.
+    #: The prefix of the injected subject keys (`_igSubject_Person: id`, one alias per type),
+    #: when subject keys are asked for: every object of a type with one then carries it.
     subject_alias: str | None = None
 
 
@@ -113,7 +113,7 @@ def build_shape(
     if root_type is None:
         raise PlanError(f"the schema has no {operation.operation.value} type")
     alias = _free_alias(document)
-    subject_alias = _free_alias(document, _SUBJECT_ALIAS) if subject_keys else None
+    subject_alias = _free_alias(document, _SUBJECT_ALIAS, prefix=True) if subject_keys else None
     rewriter = _TypenameInjector(schema, alias, subject_keys or {}, subject_alias)
     used = _used_fragments(operation, fragments)
     operation = dataclasses.replace(
@@ -175,7 +175,10 @@ def _used_fragments(
     return used
 
 
-def _free_alias(document: DocumentNode, base: str = _TYPENAME_ALIAS) -> str:
+def _free_alias(
+    document: DocumentNode, base: str = _TYPENAME_ALIAS, *, prefix: bool = False
+) -> str:
+    """An alias no field of the document uses (with `prefix`: that no field name starts with)."""
     names: set[str] = set()
     pending = [
         d.selection_set
@@ -190,8 +193,12 @@ def _free_alias(document: DocumentNode, base: str = _TYPENAME_ALIAS) -> str:
                     names.add(sel.alias.value)
             if isinstance(sel, FieldNode | InlineFragmentNode) and sel.selection_set:
                 pending.append(sel.selection_set)
+
+    def taken(alias: str) -> bool:
+        return any(n.startswith(alias) for n in names) if prefix else alias in names
+
     alias, n = base, 0
-    while alias in names:
+    while taken(alias):
         n += 1
         alias = f"{base}{n}"
     return alias
@@ -223,15 +230,17 @@ class _TypenameInjector:
     def _subject_selections(self, named: GraphQLCompositeType) -> tuple[SelectionNode, ...]:
         """`alias: key` for an object type with a subject key; for an abstract type, the same
         under an inline fragment per possible type that has one."""
-        if self.subject_alias is None:
+        prefix = self.subject_alias
+        if prefix is None:
             return ()
-        alias = NameNode(value=self.subject_alias)
         if isinstance(named, GraphQLObjectType):
             key = self.subject_keys.get(named.name)
+            alias = NameNode(value=f"{prefix}_{named.name}")
             return (FieldNode(alias=alias, name=NameNode(value=key)),) if key else ()
         fragments: list[SelectionNode] = []
         for possible in self.schema.get_possible_types(named):
             key = self.subject_keys.get(possible.name)
+            alias = NameNode(value=f"{prefix}_{possible.name}")
             if key:
                 fragments.append(
                     InlineFragmentNode(
@@ -353,7 +362,7 @@ class _Collector:
             return FieldShape(key, coordinate, "String", (False,), injected, True, None)
         if name in INTROSPECTION_FIELDS:
             return FieldShape(key, coordinate, name, (True,), False, True, None)
-        if key == self.subject_alias:
+        if self.subject_alias is not None and key == f"{self.subject_alias}_{runtime.name}":
             # The sidecar's own copy of the subject key: read, then removed; no policy applies
             # (the client's own selection of the field, if any, is decided as usual).
             return FieldShape(key, coordinate, "ID", (True,), True, True, None)

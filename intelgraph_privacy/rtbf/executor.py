@@ -404,7 +404,13 @@ def _op(dataset: Dataset) -> str:
 
 
 def _describe(exc: Exception) -> str:
-    """A one-line description of a datastore failure (no SQL parameters: they hold subject ids)."""
-    original = getattr(exc, "orig", None)
-    message = str(original if original is not None else exc).strip().splitlines()
-    return f"{type(original or exc).__name__}: {message[0] if message else ''}"
+    """A datastore failure, described without its message: a driver's message can quote a bound
+    value (a subject id), and this text is stored with the job and crosses regions. The error's
+    class and code (PostgreSQL SQLSTATE, SQLite error name) say what kind of failure it was."""
+    original = getattr(exc, "orig", None) or exc
+    code = getattr(original, "sqlstate", None) or getattr(original, "sqlite_errorname", None)
+    return (
+        f"{type(original).__name__}"
+        + (f" ({code})" if code else "")
+        + ("; the datastore's own log has the details")
+    )
