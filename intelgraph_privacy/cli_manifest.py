@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,11 +57,22 @@ def add_manifest_commands(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="KID",
         help="this key must have signed the manifest (repeat for several)",
     )
+    verify.add_argument(
+        "--region-kid",
+        action="append",
+        default=[],
+        metavar="REGION=KID",
+        help="this region's part must be there, signed by this key (repeat per region)",
+    )
     verify.set_defaults(run=_manifest_verify)
 
 
 def manifest_lines(
-    data: bytes, jwks: KeysLike, *, required_kids: tuple[str, ...] = ()
+    data: bytes,
+    jwks: KeysLike,
+    *,
+    required_kids: tuple[str, ...] = (),
+    region_kids: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Verify an erasure manifest (`intelgraph_privacy.rtbf.verify_manifest`); lines to print.
 
@@ -68,7 +80,9 @@ def manifest_lines(
     """
     from intelgraph_privacy.rtbf.manifest import verify_manifest
 
-    check = verify_manifest(data, jwks, required_kids=required_kids or None)
+    check = verify_manifest(
+        data, jwks, required_kids=required_kids or None, region_kids=region_kids
+    )
     manifest = check.manifest
     lines = [f"manifest OK: signed by {', '.join(check.kids)}"]
     lines += [f"region {name}: signed by {', '.join(kids)}" for name, kids in check.regions.items()]
@@ -102,6 +116,15 @@ def _manifest_verify(args: argparse.Namespace) -> int:
     data = _read_manifest(args.file)
     # The same loader as token verification: size limit, no https downgrade, public keys only.
     keys = load_jwks(args.jwks, timeout=JWKS_TIMEOUT_SECONDS)
-    for line in manifest_lines(data, keys, required_kids=tuple(args.require_kid)):
+    region_kids: dict[str, str] = {}
+    for binding in args.region_kid:
+        region, equals, kid = binding.partition("=")
+        if not (region and equals and kid):
+            raise ConfigError(f"--region-kid takes REGION=KID, got {binding!r}")
+        region_kids[region] = kid
+    lines = manifest_lines(
+        data, keys, required_kids=tuple(args.require_kid), region_kids=region_kids
+    )
+    for line in lines:
         print(line)
     return 0

@@ -36,6 +36,8 @@ class ErasureService:
             state.config, state.store, observer=self._ended
         )
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="intelgraph-rtbf")
+        # Jobs recorded before erasures were configured name their subject in clear: not for long.
+        self.orchestrator.adopt_legacy_jobs()
 
     def run_later(self, job_id: str) -> None:
         """Queue a job to run on the worker thread (when jobs run in the sidecar)."""

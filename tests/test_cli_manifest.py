@@ -288,3 +288,38 @@ def test_unreadable_inputs(cli: Cli, tmp_path: Path, jwks_file: Path) -> None:
     done = cli("manifest", "verify", write(tmp_path / "x.json", b"[]\n"), "--jwks", str(jwks_file))
     assert done.code == 1
     assert "bad_json" in done.err
+
+
+def test_region_kids_bind_each_region_to_its_own_key(
+    cli: Cli, tmp_path: Path, jwks_file: Path
+) -> None:
+    """Without a binding, the central key could sign a region's part itself; with one, the part
+    must be there and signed by that region's key."""
+    bound = ("--region-kid", "eu-west=region-eu", "--region-kid", "us-east=region-us")
+    genuine = write(tmp_path / "m.json", encode_signed(regional_manifest()))
+    ok = cli("manifest", "verify", genuine, "--jwks", str(jwks_file), *bound)
+    assert ok.code == 0, ok.err
+    reports = region_reports()
+    body = {k: v for k, v in reports[1].items() if k != SIGNATURES}
+    reports[1] = sign_document(body, [CENTRAL])  # us-east's part, signed by the central key
+    forged = write(
+        tmp_path / "f.json", encode_signed(sign_document(unsigned_manifest(reports), [CENTRAL]))
+    )
+    assert cli("manifest", "verify", forged, "--jwks", str(jwks_file)).code == 0
+    refused = cli("manifest", "verify", forged, "--jwks", str(jwks_file), *bound)
+    assert refused.code == 1 and "region us-east refused (missing_kid)" in refused.err
+    absent = cli(
+        "manifest", "verify", genuine, "--jwks", str(jwks_file), "--region-kid", "ap=region-eu"
+    )
+    assert absent.code == 1 and "region 'ap' did not report" in absent.err
+    malformed = cli("manifest", "verify", genuine, "--jwks", str(jwks_file), "--region-kid", "eu")
+    assert malformed.code == 1 and "REGION=KID" in malformed.err
+
+
+def test_json_equality_is_strict(jwks_file: Path) -> None:
+    """`true` is not `1`: a whole whose actions say 1 where its regions say true is refused."""
+    keys = KeySet.from_json(public_jwks(CENTRAL, EU, US))
+    loose = unsigned_manifest()
+    loose["actions"][0]["verified"] = 1
+    with pytest.raises(ManifestError, match="actions differ"):
+        manifest_lines(encode_signed(sign_document(loose, [CENTRAL])), keys)

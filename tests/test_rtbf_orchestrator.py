@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jwcrypto import jwk
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, insert, select, text
 
 from intelgraph_privacy.rtbf import (
     ErasedSubjectError,
@@ -30,7 +31,7 @@ from intelgraph_privacy.rtbf import (
 )
 from intelgraph_privacy.signing import SignatureError
 from intelgraph_privacy.store import Store, open_store
-from intelgraph_privacy.store.schema import metadata
+from intelgraph_privacy.store.schema import metadata, rtbf_jobs
 from intelgraph_privacy.tokens import generate_signing_key, public_jwks
 from tests import rtbf_world
 from tests.rtbf_world import TENANT, World
@@ -231,3 +232,33 @@ def test_bad_requests_are_refused_and_record_nothing(setup: Setup) -> None:
     with setup.store.read() as connection:
         assert connection.execute(text("SELECT COUNT(*) FROM rtbf_jobs")).scalar() == 0
         assert connection.execute(text("SELECT COUNT(*) FROM tombstones")).scalar() == 0
+
+
+def test_a_job_recorded_before_erasures_were_configured_is_adopted_then_run(
+    setup: Setup,
+) -> None:
+    """Before the orchestrator, the admin API recorded jobs with the subject's id in clear and no
+    plan. Running them hashes the id away, plans and tombstones them; none is done without it."""
+    subject = "P-00011"
+    now = datetime.now(UTC)
+    with setup.store.begin() as connection:
+        connection.execute(
+            insert(rtbf_jobs).values(
+                id="00000000-0000-4000-8000-000000000001",
+                subject_id=subject,
+                scope=f"tenant:{TENANT}",
+                tenant=TENANT,
+                requested_by="acme/pia",
+                requested_at=now,
+                status="pending",
+                updated_at=now,
+            )
+        )
+    orchestrator = setup.orchestrator()
+    done = orchestrator.run("00000000-0000-4000-8000-000000000001")
+    assert done.status == "done" and done.regions == ("eu", "us")
+    assert done.subject_id == "hmac-sha256:" + subject_hash(HASH_KEY, subject)
+    assert setup.world.snapshot() == setup.world.expected_after({subject})
+    verify_manifest(str(done.manifest).encode(), setup.jwks)
+    assert is_erased(setup.store, TENANT, subject_hash(HASH_KEY, subject))
+    assert subject not in _store_text(setup.store)

@@ -145,8 +145,13 @@ def verify_manifest(
     jwks: KeysLike,
     *,
     required_kids: Collection[str] | None = None,
+    region_kids: Mapping[str, str] | None = None,
 ) -> ManifestCheck:
     """Verify a manifest file: the orchestrator's signature, each region's, and their agreement.
+
+    `region_kids` (region -> key id) binds regions to their executors' keys: each region named
+    must be in the manifest and signed by that key. Without it any key of `jwks` may sign any
+    region's part.
 
     Raises SignatureError naming the part refused (`manifest refused (<reason>): ...` or
     `region <name> refused (<reason>): ...`), or ManifestError when the signatures verify but
@@ -163,31 +168,46 @@ def verify_manifest(
     reports = manifest.get("regions")
     if not isinstance(reports, list) or not reports:
         raise ManifestError("the manifest has no region sub-manifests")
-    region_kids: dict[str, tuple[str, ...]] = {}
+    signers: dict[str, tuple[str, ...]] = {}
     actions: list[Any] = []
     for index, report in enumerate(reports):
         name = report.get("region") if isinstance(report, dict) else None
         if not isinstance(name, str):
             raise ManifestError(f"region sub-manifest #{index} is not an object with a region")
-        if name in region_kids:
+        if name in signers:
             raise ManifestError(f"region {name!r} reported twice")
         body = {k: v for k, v in report.items() if k != SIGNATURES}
+        expected = (region_kids or {}).get(name)
         try:
-            region_kids[name] = verify_signatures(body, report.get(SIGNATURES), jwks)
+            signers[name] = verify_signatures(
+                body, report.get(SIGNATURES), jwks, required_kids=[expected] if expected else None
+            )
         except SignatureError as exc:
             raise SignatureError(
                 exc.reason, f"region {name} refused ({exc.reason}): {exc}"
             ) from exc
         for field_name in ("jobId", "subjectId", "scope"):
-            if body.get(field_name) != manifest.get(field_name):
+            if not _same(body.get(field_name), manifest.get(field_name)):
                 raise ManifestError(
                     f"region {name!r}: its {field_name} differs from the manifest's"
                 )
-        actions.extend(body.get("actions") or [])
-    if actions != manifest.get("actions"):
+        region_actions = body.get("actions") or []
+        if any(not isinstance(a, dict) or a.get("region") != name for a in region_actions):
+            raise ManifestError(f"region {name!r}: an action names another region")
+        actions.extend(region_actions)
+    missing = sorted(set(region_kids or {}) - set(signers))
+    if missing:
+        raise ManifestError(f"region {missing[0]!r} did not report")
+    if not _same(actions, manifest.get("actions")):
         raise ManifestError("the manifest's actions differ from its regions'")
-    failed = [a for a in actions if not (isinstance(a, dict) and a.get("verified") is True)]
+    if not _same([a.get("dataset") for a in actions], manifest.get("datasets")):
+        raise ManifestError("the manifest's datasets differ from its actions'")
+    failed = [a for a in actions if a.get("verified") is not True or a.get("remaining") != 0]
     if failed:
-        where = failed[0].get("dataset") if isinstance(failed[0], dict) else "?"
-        raise ManifestError(f"the erasure of {where} was not verified")
-    return ManifestCheck(manifest, checked.kids, region_kids)
+        raise ManifestError(f"the erasure of {failed[0].get('dataset')} was not verified")
+    return ManifestCheck(manifest, checked.kids, signers)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON (Python's `==` takes `true` for `1` and `1.0` for `1`)."""
+    return bool(dumps(a, sort_keys=True) == dumps(b, sort_keys=True))

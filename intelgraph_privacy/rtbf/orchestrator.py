@@ -43,10 +43,7 @@ from intelgraph_privacy.rtbf.manifest import build_manifest, region_report
 from intelgraph_privacy.rtbf.planner import plan_erasure
 from intelgraph_privacy.rtbf.progress import StoreStepRecorder, region_steps
 from intelgraph_privacy.rtbf.registry import DatasetRegistry
-from intelgraph_privacy.rtbf.tombstones import (
-    SubjectHasher,
-    add_tombstones,
-)
+from intelgraph_privacy.rtbf.tombstones import HASH_SCHEME, SubjectHasher, add_tombstones
 from intelgraph_privacy.signing import encode_signed, sign_document
 from intelgraph_privacy.store import Store
 from intelgraph_privacy.store.schema import rtbf_jobs, rtbf_region_reports
@@ -146,6 +143,42 @@ class ErasureOrchestrator:
             bump_version(connection, TOMBSTONES)
         return created
 
+    def adopt_legacy_jobs(self) -> int:
+        """Bring jobs recorded before erasures were configured up to date; how many.
+
+        Such a job names its subject in clear and has no plan: its id is replaced by the keyed
+        hash (the clear id leaves the store), its regions are planned, and its tombstone is left.
+        """
+        with self.store.begin() as connection:
+            rows = connection.execute(
+                select(rtbf_jobs.c.id, rtbf_jobs.c.subject_id, rtbf_jobs.c.tenant).where(
+                    rtbf_jobs.c.subject_hash.is_(None)
+                )
+            ).all()
+            if not rows:
+                return 0
+            hasher = SubjectHasher(self.hash_key)
+            now = self.clock()
+            by_tenant: dict[str, list[tuple[str, str]]] = {}
+            for job_id, subject_id, tenant in rows:
+                hashed = hasher(subject_id)
+                regions = sorted(plan_erasure(self.registry, tenant).regions)
+                connection.execute(
+                    update(rtbf_jobs)
+                    .where(rtbf_jobs.c.id == job_id)
+                    .values(
+                        subject_id=HASH_SCHEME + hashed,
+                        subject_hash=hashed,
+                        regions=dumps(regions).decode(),
+                        updated_at=now,
+                    )
+                )
+                by_tenant.setdefault(tenant, []).append((hashed, job_id))
+            for tenant, pairs in by_tenant.items():
+                add_tombstones(connection, tenant, pairs, now)
+            bump_version(connection, TOMBSTONES)
+        return len(rows)
+
     def jobs(self, job_ids: Sequence[str]) -> dict[str, ErasureJob]:
         """The jobs with these ids (missing ones left out)."""
         found: dict[str, ErasureJob] = {}
@@ -179,13 +212,14 @@ class ErasureOrchestrator:
         Jobs already done are returned as they are. A failure stops the jobs of its tenant
         (status `failed`, with the error); running them again resumes them.
         """
+        self.adopt_legacy_jobs()
         jobs = self.jobs(job_ids)
         unknown = [j for j in job_ids if j not in jobs]
         if unknown:
             raise ErasureRequestError(f"no erasure job {unknown[0]}")
         by_tenant: dict[str, list[ErasureJob]] = {}
         for job in jobs.values():
-            if job.status in RUNNABLE_STATUSES:
+            if job.status in RUNNABLE_STATUSES and job.subject_hash and job.regions:
                 by_tenant.setdefault(job.tenant, []).append(job)
         for tenant_jobs in by_tenant.values():
             self._run_tenant(tenant_jobs)
@@ -301,7 +335,10 @@ class ErasureOrchestrator:
                 ).where(rtbf_region_reports.c.job_id.in_(chunk))
                 for job_id, region, report in connection.execute(query):
                     reports.setdefault(str(job_id), {})[str(region)] = loads(report)
-        complete = [j for j in todo if all(r in reports.get(j.id, {}) for r in j.regions)]
+        # A job without regions has no plan: it is never complete (not "every region of none").
+        complete = [
+            j for j in todo if j.regions and all(r in reports.get(j.id, {}) for r in j.regions)
+        ]
         if not complete:
             return manifests
         if self.hook:
