@@ -115,9 +115,9 @@ def _apply(args: argparse.Namespace) -> int:
         pool = DatastorePool(registry)
         try:
             counts = apply_retention(registry, pool, now=now, audit=audit)
-            # Derived datasets built from what changed would still hold it: rebuild them.
-            changed = {c.rule.dataset for c in counts if c.rows}
-            rebuilt = rebuild_derived(registry, pool, changed)
+            # Derived datasets built from retention's datasets would still hold what it removed:
+            # rebuild them, every run (a run stopped before this point leaves nothing stale).
+            rebuilt = rebuild_derived(registry, pool, {c.rule.dataset for c in counts})
             for name, rows in rebuilt:
                 log.append([rebuild_record(name, rows, run_id)])
         finally:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from intelgraph_privacy.errors import ConfigError
+from intelgraph_privacy.errors import ConfigError, PrivacyError
 
 if TYPE_CHECKING:
     from intelgraph_privacy.rtbf import ErasureJob, ErasureOrchestrator
@@ -45,7 +45,7 @@ def add_rtbf_commands(commands: argparse._SubParsersAction[Any]) -> None:
     request.add_argument("--subject", required=True, help="the subject's id")
     request.add_argument("--scope", required=True, help="tenant:<tenant id>")
     request.add_argument("--by", default="cli", help="who asks (recorded with the job)")
-    request.add_argument("--run", action="store_true", help="run the job at once")
+    request.add_argument("--run", dest="run_now", action="store_true", help="run the job at once")
     add_store_arguments(request)
     request.set_defaults(run=_request)
 
@@ -112,7 +112,7 @@ def _request(args: argparse.Namespace) -> int:
     store, orchestrator = _orchestrator(args)
     with store:
         job, created = orchestrator.request(args.subject, args.scope, requested_by=args.by)
-        if args.run:
+        if args.run_now:
             job = orchestrator.run(job.id)
     print(json.dumps({**_job_json(job), "created": created}, indent=2))
     return 0 if job.status != "failed" else 1
@@ -134,9 +134,11 @@ def _run(args: argparse.Namespace) -> int:
                 if args.region in job.regions and job.status != "done":
                     by_tenant.setdefault(job.tenant, []).append(job)
             for tenant_jobs in by_tenant.values():
-                orchestrator.run_region(args.region, tenant_jobs)
-            for job_id in ids:
-                orchestrator.finalize(job_id)
+                try:
+                    orchestrator.run_region(args.region, tenant_jobs)
+                except PrivacyError as exc:  # recorded; the other tenants' jobs still run
+                    orchestrator.mark_failed([j.id for j in tenant_jobs], str(exc))
+            orchestrator.finalize_many(ids)
             results = orchestrator.jobs(ids)
         else:
             results = orchestrator.run_batch(ids)

@@ -751,6 +751,6 @@ def test_apply_rebuilds_the_derived_datasets_built_from_what_changed(
     with open_store(store_url, migrate=False) as store:
         details = [e.record.detail for e in AuditLog(store).tail(10)]
     assert "rebuilt derived dataset: 1 rows" in details
-    # Nothing changed the second time: nothing is rebuilt.
+    # Every run rebuilds them (a run stopped before its rebuilds leaves nothing stale for long).
     code, out, err = cli(capsys, "retention", "apply", *args)
-    assert code == 0 and "rebuilt" not in out, out
+    assert code == 0 and "rebuilt derived dataset event_counts: 1 rows" in out, out

@@ -254,6 +254,7 @@ class ErasureOrchestrator:
         todo = [j for j in jobs if j.id not in reported]
         if not todo:
             return
+        self._set_status([j.id for j in todo], "running", error=None)
         steps = plan_erasure(self.registry, tenant).regions.get(region, ())
         subjects = [BatchSubject(j.id, str(j.subject_hash)) for j in todo]
         recorder = StoreStepRecorder(self.store, [j.id for j in todo], self.clock)
@@ -368,6 +369,10 @@ class ErasureOrchestrator:
         with self.store.begin() as connection:
             connection.execute(statement, rows)
         return manifests
+
+    def mark_failed(self, job_ids: Sequence[str], error: str) -> None:
+        """Record jobs as failed (resumable by running them again), with the error."""
+        self._set_status(job_ids, "failed", error=error[:2000])
 
     def _set_status(self, job_ids: Sequence[str], status: str, *, error: str | None) -> None:
         now = self.clock()
