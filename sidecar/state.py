@@ -267,6 +267,11 @@ class SidecarState:
             # With erasures configured, every object brings its subject key (tombstones).
             subject_keys=self.config.rtbf.registry is not None,
         )
+        if self.config.rtbf.registry is not None and not redactor.subject_keys:
+            self.log.error(
+                "erasures are configured but the catalog marks no subject_key field: "
+                "erased subjects cannot be recognised in responses"
+            )
         return Runtime(schema, schema_hash, file_catalog, catalog, redactor, self.rules_version)
 
     # -- shared state (admin rules, revocations) ------------------------------------------

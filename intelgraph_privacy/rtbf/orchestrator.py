@@ -41,7 +41,7 @@ from intelgraph_privacy.rtbf.jobs import (
 )
 from intelgraph_privacy.rtbf.manifest import build_manifest, region_report
 from intelgraph_privacy.rtbf.planner import plan_erasure
-from intelgraph_privacy.rtbf.progress import StoreStepRecorder, region_steps
+from intelgraph_privacy.rtbf.progress import StoreStepRecorder, insert_new, region_steps
 from intelgraph_privacy.rtbf.registry import DatasetRegistry
 from intelgraph_privacy.rtbf.tombstones import HASH_SCHEME, SubjectHasher, add_tombstones
 from intelgraph_privacy.signing import encode_signed, sign_document
@@ -298,7 +298,8 @@ class ErasureOrchestrator:
                 }
             )
         with self.store.begin() as connection:
-            connection.execute(rtbf_region_reports.insert(), rows)
+            # A region reported twice (two workers): the first report stands.
+            connection.execute(insert_new(connection, rtbf_region_reports), rows)
 
     def _reported(self, region: str, job_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()

@@ -11,14 +11,15 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from intelgraph_privacy.rtbf.executor import StepOutcome
 from intelgraph_privacy.rtbf.planner import PlanStep
 from intelgraph_privacy.store import Store
 from intelgraph_privacy.store.schema import rtbf_steps
 
-__all__ = ["StoreStepRecorder", "job_steps", "region_steps"]
+__all__ = ["StoreStepRecorder", "insert_new", "job_steps", "region_steps"]
 
 #: Jobs per statement when reading or writing a batch's steps.
 _CHUNK = 2_000
@@ -74,7 +75,8 @@ class StoreStepRecorder:
                     }
                     for job in fresh
                 ]
-                connection.execute(insert(rtbf_steps), rows)
+                # Another worker may have started the same step: its row stands (no error).
+                connection.execute(insert_new(connection, rtbf_steps), rows)
             for chunk in _chunks(again):
                 connection.execute(
                     update(rtbf_steps)
@@ -129,6 +131,12 @@ class StoreStepRecorder:
                     )
                     .values(status="failed", error=error[:2000])
                 )
+
+
+def insert_new(connection: Connection, table: Table) -> Any:
+    """An INSERT of `table` that skips rows whose primary key exists (both backends)."""
+    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    return dialect_insert(table).on_conflict_do_nothing()
 
 
 def job_steps(store: Store, job_id: str, region: str | None = None) -> list[dict[str, Any]]:
