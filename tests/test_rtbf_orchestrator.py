@@ -226,7 +226,13 @@ def test_tampered_manifests_are_refused(setup: Setup) -> None:
 
 def test_bad_requests_are_refused_and_record_nothing(setup: Setup) -> None:
     orchestrator = setup.orchestrator()
-    for subject, scope in [("", f"tenant:{TENANT}"), ("P-1", "acme"), ("x" * 300, "tenant:acme")]:
+    bad = [
+        ("", f"tenant:{TENANT}"),
+        ("P-1", "acme"),
+        ("x" * 300, "tenant:acme"),
+        (" P-1", "tenant:acme"),
+    ]
+    for subject, scope in bad:
         with pytest.raises(ErasureRequestError):
             orchestrator.request(subject, scope, requested_by="t")
     with setup.store.read() as connection:

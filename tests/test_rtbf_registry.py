@@ -150,6 +150,14 @@ ERRORS = [
         _set("retention_classes/pii-7y/action", "delete"),
         r"fields\.email\.retention: class 'pii-7y' deletes rows",
     ),
+    (
+        _set("datasets/counts/derived", {"sources": ["person"], "query": "DELETE FROM person"}),
+        r"derived\.query must be one SELECT",
+    ),
+    (
+        _set("datasets/counts/derived", {"sources": ["person"], "query": "SELECT 1; DROP x"}),
+        r"derived\.query must be one SELECT",
+    ),
     (_set("datastores/us-main/url", "mysql://x/y"), r"url must be sqlite:///<path> or postgres"),
     (_set("datastores/us-main/region", "us east"), r"region 'us east' is not a region name"),
 ]

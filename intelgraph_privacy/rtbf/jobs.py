@@ -73,6 +73,9 @@ def check_subject_id(subject_id: object) -> str:
         raise ErasureRequestError("subjectId must be a non-empty string")
     if len(subject_id) > MAX_SUBJECT_ID_LENGTH:
         raise ErasureRequestError(f"subjectId is longer than {MAX_SUBJECT_ID_LENGTH} characters")
+    if subject_id != subject_id.strip():
+        # " P-1" would match nothing and still be reported erased: refuse, do not guess.
+        raise ErasureRequestError("subjectId has leading or trailing whitespace")
     return subject_id
 
 

@@ -335,6 +335,12 @@ def _check_dataset(
     for tenant in tenants:
         if tenant != ANY_TENANT and not _NAME.fullmatch(tenant):
             raise RegistryError(f"{where}: tenants: {tenant!r} is not a tenant id")
+    if spec.derived is not None:
+        query = spec.derived.query.strip().rstrip(";").strip()
+        if not re.match(r"(?is)(select|with)\b", query) or ";" in query:
+            raise RegistryError(
+                f"{where}: derived.query must be one SELECT (or WITH ... SELECT) statement"
+            )
     erases = spec.subject_key or spec.references or spec.erase != "delete" or spec.anonymise
     if spec.derived is not None and erases:
         raise RegistryError(
