@@ -8,6 +8,7 @@ benchmarks/README.md, between the markers `<!-- <name>:begin -->` and `<!-- <nam
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,3 +41,29 @@ def write_section(readme: Path, begin: str, end: str, section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     readme.write_text(text)
+
+
+def code_version(repo: Path, paths: tuple[str, ...] = ("intelgraph_privacy",)) -> str:
+    """The commit measured, and whether the sources under `paths` differed from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", *paths],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        return "an unknown commit"
+    if not commit:
+        return "an unknown commit"
+    state = "with local changes" if dirty else "unmodified"
+    where = ", ".join(f"`{p}/`" for p in paths)
+    return f"commit `{commit}` ({where} {state})"

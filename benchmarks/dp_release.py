@@ -29,7 +29,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +40,7 @@ from typing import Any
 
 import diffprivlib
 import numpy as np
-from _report import command_line, write_section
+from _report import code_version, command_line, write_section
 
 from intelgraph_privacy.dp import release
 
@@ -215,31 +214,6 @@ def check(rows: list[Row]) -> None:
 # --- report ---------------------------------------------------------------------------------
 
 
-def code_version() -> str:
-    """The commit measured, and whether the library differed from it."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "intelgraph_privacy"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-    except OSError:
-        return "an unknown commit"
-    if not commit:
-        return "an unknown commit"
-    state = "with local changes" if dirty else "unmodified"
-    return f"commit `{commit}` (`intelgraph_privacy/` {state})"
-
-
 def machine_note() -> str:
     return (
         f"{os.cpu_count()} CPUs, shared and noisy ({platform.system()} {platform.machine()}, "
@@ -266,7 +240,7 @@ def render(rows: list[Row], n: int, runs: int, ledger: tuple[str, float | None] 
         command_line(__file__),
         "```",
         "",
-        f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {code_version()}. "
+        f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {code_version(REPO)}. "
         f"Machine: {machine_note()}.",
         "",
         f"{n:,} synthetic values (seeded log-normal amounts, bounds {BOUNDS}), preset `standard` "

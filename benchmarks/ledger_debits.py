@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere: import the library in this repo
     sys.path.insert(0, str(REPO))
 
-from _report import command_line, write_section  # noqa: E402
+from _report import code_version, command_line, write_section  # noqa: E402
 
 from intelgraph_privacy.dp.ledger import Budget, BudgetLedger  # noqa: E402
 from intelgraph_privacy.store import open_store  # noqa: E402
@@ -294,31 +294,6 @@ def server_note(url: str) -> str:
         store.close()
 
 
-def code_version() -> str:
-    """The commit measured, and whether the library differed from it."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "intelgraph_privacy"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-    except OSError:
-        return "an unknown commit"
-    if not commit:
-        return "an unknown commit"
-    state = "with local changes" if dirty else "unmodified"
-    return f"commit `{commit}` (`intelgraph_privacy/` {state})"
-
-
 def render(
     rows: list[Row], *, seconds: float, runs: int, server: str, clients: int, load: float
 ) -> str:
@@ -332,7 +307,7 @@ def render(
         command_line(__file__),
         "```",
         "",
-        f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {code_version()}. Machine: "
+        f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {code_version(REPO)}. Machine: "
         f"{os.cpu_count()} CPUs, shared and noisy ({platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, psycopg "
         f"{psycopg.__version__}; load average {load:.2f} before the run); {server}, on the same "

@@ -44,7 +44,6 @@ import pstats
 import random
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,7 +63,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere: import the library in this repo
     sys.path.insert(0, str(REPO))
 
-from _report import command_line, write_section  # noqa: E402
+from _report import code_version, command_line, write_section  # noqa: E402
 
 from intelgraph_privacy.rtbf import (  # noqa: E402
     DatasetRegistry,
@@ -814,31 +813,6 @@ def sqlite_note() -> str:
     return f"SQLite {sqlite3.sqlite_version} files (WAL)"
 
 
-def code_version() -> str:
-    """The commit measured, and whether the library differed from it."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "intelgraph_privacy"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-    except OSError:
-        return "an unknown commit"
-    if not commit:
-        return "an unknown commit"
-    state = "with local changes" if dirty else "unmodified"
-    return f"commit `{commit}` (`intelgraph_privacy/` {state})"
-
-
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.0f}"
 
@@ -864,7 +838,7 @@ def render(report: Report) -> str:
         command_line(__file__),
         "```",
         "",
-        f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {code_version()}. Machine: "
+        f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {code_version(REPO)}. Machine: "
         f"{os.cpu_count()} CPUs, shared and noisy ({platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, psycopg "
         f"{psycopg.__version__}; load average {report.load:.2f} before the run); "

@@ -60,7 +60,7 @@ from typing import IO, Any
 
 import orjson
 import yaml
-from _report import command_line, write_section
+from _report import code_version, command_line, write_section
 from _sidecar_steps import StepInput, StepRow, step_costs
 from jwcrypto import jwk
 
@@ -77,6 +77,8 @@ SCHEMA_PATH = REPO / "presets" / "demo.graphql"
 CATALOG_PATH = REPO / "presets" / "catalog.yaml"
 POLICY_PATH = REPO / "rego"
 README_PATH = HERE / "README.md"
+#: The sources whose changes the numbers depend on (named in the results).
+SOURCES = ("sidecar", "intelgraph_privacy", "rego")
 BEGIN_MARKER = "<!-- sidecar_overhead:begin -->"
 END_MARKER = "<!-- sidecar_overhead:end -->"
 
@@ -657,31 +659,6 @@ def machine_note() -> str:
     )
 
 
-def code_version() -> str:
-    """The commit measured, and whether the sidecar or library sources differed from it."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "sidecar", "intelgraph_privacy", "rego"],
-            check=False,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return "an unknown commit"
-    if not commit:
-        return "an unknown commit"
-    state = "with local changes" if dirty else "unmodified"
-    return f"commit `{commit}` (`sidecar/`, `intelgraph_privacy/`, `rego/` {state})"
-
-
 def aiohttp_version() -> str:
     import aiohttp
 
@@ -780,7 +757,7 @@ def render(
             command_line(__file__, prefix="RUST_BACKTRACE=0"),
             "```",
             "",
-            f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {code_version()}. "
+            f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {code_version(REPO, SOURCES)}. "
             f"Machine: {machine_note()}",
             "",
             "Each server in its own process on 127.0.0.1: an upstream replaying responses "

@@ -128,7 +128,6 @@ def _apply(args: argparse.Namespace) -> int:
 
 def audit_record(count: RetentionCount, run_id: str) -> AuditRecord:
     """The audit record of one applied rule: counts, class and cutoff, never row values."""
-    from intelgraph_privacy.audit import AuditRecord
     from intelgraph_privacy.rtbf.retention import iso
 
     rule = count.rule
@@ -142,33 +141,22 @@ def audit_record(count: RetentionCount, run_id: str) -> AuditRecord:
         f"kept: {count.held} on legal hold, {count.referenced} referenced, "
         f"{count.undated} undated)"
     )
-    return AuditRecord(
-        ts=datetime.now(UTC),
-        request_id=run_id,
-        sub=None,
-        tenant=None,  # retention applies to every tenant's rows
-        purpose="retention",
-        operation_name=f"retention:{rule.dataset}",
-        operation_type=None,
-        document_hash=None,
-        redacted={},
-        policy_version=None,
-        catalog_version=None,
-        status=200,
-        mode="enforce",
-        detail=detail,
-    )
+    return _record(rule.dataset, detail, run_id)
 
 
 def rebuild_record(dataset: str, rows: int, run_id: str) -> AuditRecord:
     """The audit record of a derived dataset rebuilt after retention changed its sources."""
+    return _record(dataset, f"rebuilt derived dataset: {rows} rows", run_id)
+
+
+def _record(dataset: str, detail: str, run_id: str) -> AuditRecord:
     from intelgraph_privacy.audit import AuditRecord
 
     return AuditRecord(
         ts=datetime.now(UTC),
         request_id=run_id,
         sub=None,
-        tenant=None,
+        tenant=None,  # retention applies to every tenant's rows
         purpose="retention",
         operation_name=f"retention:{dataset}",
         operation_type=None,
@@ -178,7 +166,7 @@ def rebuild_record(dataset: str, rows: int, run_id: str) -> AuditRecord:
         catalog_version=None,
         status=200,
         mode="enforce",
-        detail=f"rebuilt derived dataset: {rows} rows",
+        detail=detail,
     )
 
 
