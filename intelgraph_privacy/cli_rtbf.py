@@ -58,6 +58,11 @@ def add_rtbf_commands(commands: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("jobs", nargs="*", metavar="JOB", help="job ids")
     run.add_argument("--pending", action="store_true", help="every job waiting or failed")
     run.add_argument("--region", help="only this region's part (a region's worker)")
+    run.add_argument(
+        "--take-over",
+        action="store_true",
+        help="run the jobs even if another worker holds them (it is known to be gone)",
+    )
     add_store_arguments(run)
     run.set_defaults(run=_run)
 
@@ -133,15 +138,20 @@ def _run(args: argparse.Namespace) -> int:
             for job in jobs.values():
                 if args.region in job.regions and job.status != "done":
                     by_tenant.setdefault(job.tenant, []).append(job)
-            for tenant_jobs in by_tenant.values():
-                try:
-                    orchestrator.run_region(args.region, tenant_jobs)
-                except PrivacyError as exc:  # recorded; the other tenants' jobs still run
-                    orchestrator.mark_failed([j.id for j in tenant_jobs], str(exc))
-            orchestrator.finalize_many(ids)
+            if args.take_over:
+                orchestrator.claim(ids, take_over=True)
+            try:
+                for tenant_jobs in by_tenant.values():
+                    try:
+                        orchestrator.run_region(args.region, tenant_jobs)
+                    except PrivacyError as exc:  # recorded; the other tenants' jobs still run
+                        orchestrator.mark_failed([j.id for j in tenant_jobs], str(exc))
+                orchestrator.finalize_many(ids)
+            finally:
+                orchestrator.release(ids)
             results = orchestrator.jobs(ids)
         else:
-            results = orchestrator.run_batch(ids)
+            results = orchestrator.run_batch(ids, take_over=args.take_over)
     failed = 0
     for job_id in ids:
         job = results[job_id]

@@ -8,9 +8,11 @@ compares every table with the oracle's expectation computed from the generated d
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -268,3 +270,34 @@ def test_a_job_recorded_before_erasures_were_configured_is_adopted_then_run(
     verify_manifest(str(done.manifest).encode(), setup.jwks)
     assert is_erased(setup.store, TENANT, subject_hash(HASH_KEY, subject))
     assert subject not in _store_text(setup.store)
+
+
+def test_a_job_held_by_another_worker_is_left_to_it_until_its_lease_ends(setup: Setup) -> None:
+    first = setup.orchestrator(owner="worker-a")
+    job, _ = first.request("P-00013", f"tenant:{TENANT}", requested_by="t")
+    assert first.claim([job.id]) == {job.id}
+    later = datetime.now(UTC) + timedelta(minutes=11)
+    second = setup.orchestrator(owner="worker-b")
+    assert second.run(job.id).status == "pending"  # held: nothing ran
+    assert job_steps(setup.store, job.id) == []
+    expired = setup.orchestrator(owner="worker-b", clock=lambda: later)
+    assert expired.run(job.id).status == "done"  # worker-a never came back
+    assert setup.world.snapshot() == setup.world.expected_after({"P-00013"})
+
+
+def test_two_workers_starting_the_same_job_at_once_run_it_once(setup: Setup) -> None:
+    job, _ = setup.orchestrator().request("P-00014", f"tenant:{TENANT}", requested_by="t")
+    workers = [setup.orchestrator(owner=f"worker-{i}") for i in range(2)]
+    barrier = threading.Barrier(len(workers))
+
+    def start(worker: ErasureOrchestrator) -> str:
+        barrier.wait()
+        return worker.run(job.id).status
+
+    with ThreadPoolExecutor(len(workers)) as pool:
+        statuses = list(pool.map(start, workers))
+    final = setup.orchestrator().jobs([job.id])[job.id]
+    assert final.status == "done" and "done" in statuses
+    assert all(s["attempts"] == 1 for s in job_steps(setup.store, job.id))
+    verify_manifest(str(final.manifest).encode(), setup.jwks)
+    assert setup.world.snapshot() == setup.world.expected_after({"P-00014"})

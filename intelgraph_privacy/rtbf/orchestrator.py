@@ -18,12 +18,15 @@ resumed by running it again: finished steps are skipped, the rest are idempotent
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 
 from intelgraph_privacy.codec import dumps, loads
 from intelgraph_privacy.errors import ConfigError, PrivacyError
@@ -51,6 +54,9 @@ from intelgraph_privacy.store.versions import TOMBSTONES, bump_version
 
 __all__ = ["ErasureOrchestrator", "JobObserver"]
 
+#: How long a worker holds a job it claimed (renewed as each region starts).
+DEFAULT_LEASE = timedelta(minutes=10)
+
 #: Called when a job ends: (job, seconds it took in this run, "done" | "failed").
 JobObserver = Callable[[ErasureJob, float, str], None]
 
@@ -74,6 +80,8 @@ class ErasureOrchestrator:
         hook: StepHook | None = None,
         observer: JobObserver | None = None,
         clock: Callable[[], datetime] = _utc_now,
+        lease: timedelta = DEFAULT_LEASE,
+        owner: str | None = None,
     ) -> None:
         missing = [r for r in registry.regions if r not in region_keys]
         if missing:
@@ -87,6 +95,10 @@ class ErasureOrchestrator:
         self.hook = hook
         self.observer = observer
         self.clock = clock
+        #: How long a claimed job stays this worker's without a word from it.
+        self.lease = lease
+        #: This worker, as its leases name it.
+        self.owner = owner or f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     # -- requests ------------------------------------------------------------------------
 
@@ -202,28 +214,78 @@ class ErasureOrchestrator:
 
     # -- running -------------------------------------------------------------------------
 
-    def run(self, job_id: str) -> ErasureJob:
+    def run(self, job_id: str, *, take_over: bool = False) -> ErasureJob:
         """Run (or resume) one job in every region, then sign its manifest; the job after it."""
-        return self.run_batch([job_id])[job_id]
+        return self.run_batch([job_id], take_over=take_over)[job_id]
 
-    def run_batch(self, job_ids: Sequence[str]) -> dict[str, ErasureJob]:
+    def run_batch(
+        self, job_ids: Sequence[str], *, take_over: bool = False
+    ) -> dict[str, ErasureJob]:
         """Run (or resume) jobs together: one pass over each dataset for all their subjects.
 
-        Jobs already done are returned as they are. A failure stops the jobs of its tenant
-        (status `failed`, with the error); running them again resumes them.
+        Jobs already done are returned as they are. Each job is claimed first: a job another
+        worker holds (its lease not expired) is left to it, unless `take_over` (the operator
+        knows that worker is gone). A failure stops the jobs of its tenant (status `failed`,
+        with the error); running them again resumes them.
         """
         self.adopt_legacy_jobs()
         jobs = self.jobs(job_ids)
         unknown = [j for j in job_ids if j not in jobs]
         if unknown:
             raise ErasureRequestError(f"no erasure job {unknown[0]}")
-        by_tenant: dict[str, list[ErasureJob]] = {}
-        for job in jobs.values():
-            if job.status in RUNNABLE_STATUSES and job.subject_hash and job.regions:
-                by_tenant.setdefault(job.tenant, []).append(job)
-        for tenant_jobs in by_tenant.values():
-            self._run_tenant(tenant_jobs)
+        runnable = [
+            j.id
+            for j in jobs.values()
+            if j.status in RUNNABLE_STATUSES and j.subject_hash and j.regions
+        ]
+        claimed = self.claim(runnable, take_over=take_over)
+        try:
+            by_tenant: dict[str, list[ErasureJob]] = {}
+            for job in jobs.values():
+                if job.id in claimed:
+                    by_tenant.setdefault(job.tenant, []).append(job)
+            for tenant_jobs in by_tenant.values():
+                self._run_tenant(tenant_jobs)
+        finally:
+            self.release(list(claimed))
         return self.jobs(job_ids)
+
+    def claim(self, job_ids: Sequence[str], *, take_over: bool = False) -> set[str]:
+        """Take the lease of these jobs for this worker; the ids claimed.
+
+        A job is claimed when it is not done and nobody else holds an unexpired lease on it (or
+        `take_over`). The lease lasts `lease` from now and is renewed as the job's regions run.
+        """
+        now = self.clock()
+        claimed: set[str] = set()
+        with self.store.begin() as connection:
+            for chunk in _chunks(list(job_ids)):
+                free = or_(
+                    rtbf_jobs.c.lease_until.is_(None),
+                    rtbf_jobs.c.lease_until < now,
+                    rtbf_jobs.c.lease_owner == self.owner,
+                )
+                conditions = [rtbf_jobs.c.id.in_(chunk), rtbf_jobs.c.status != "done"]
+                if not take_over:
+                    conditions.append(free)
+                statement = (
+                    update(rtbf_jobs)
+                    .where(*conditions)
+                    .values(lease_owner=self.owner, lease_until=now + self.lease)
+                    .returning(rtbf_jobs.c.id)
+                )
+                claimed.update(str(i) for i in connection.execute(statement).scalars())
+        return claimed
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        """Give up this worker's leases on these jobs."""
+        with self.store.begin() as connection:
+            for chunk in _chunks(list(job_ids)):
+                connection.execute(
+                    update(rtbf_jobs)
+                    .where(rtbf_jobs.c.id.in_(chunk), rtbf_jobs.c.lease_owner == self.owner)
+                    .values(lease_owner=None, lease_until=None)
+                )
 
     def _run_tenant(self, jobs: list[ErasureJob]) -> None:
         started = time.perf_counter()
@@ -252,6 +314,11 @@ class ErasureOrchestrator:
             raise ValueError("run_region takes the jobs of one tenant")
         reported = self._reported(region, [j.id for j in jobs])
         todo = [j for j in jobs if j.id not in reported]
+        if not todo:
+            return
+        # Claimed (or renewed: this region may take a while); jobs another worker holds are its.
+        claimed = self.claim([j.id for j in todo])
+        todo = [j for j in todo if j.id in claimed]
         if not todo:
             return
         self._set_status([j.id for j in todo], "running", error=None)

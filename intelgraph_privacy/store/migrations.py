@@ -113,6 +113,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             create_tables(schema.rtbf_steps, schema.rtbf_region_reports, schema.tombstones),
         ),
     ),
+    Migration(
+        5,
+        "RTBF job leases (one worker runs a job at a time)",
+        add_columns(schema.rtbf_jobs, "lease_owner", "lease_until"),
+    ),
 )
 
 

@@ -178,6 +178,9 @@ rtbf_jobs = Table(
     Column("completed_at", UTCDateTime),
     Column("error", Text),
     Column("manifest", Text),
+    # Migration 5: the worker running the job, until when (a worker that died lets go then).
+    Column("lease_owner", String(128)),
+    Column("lease_until", UTCDateTime),
     Index(None, "status"),
 )
 
