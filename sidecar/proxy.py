@@ -30,7 +30,7 @@ from intelgraph_privacy.errors import PlanError, PrivacyError
 from intelgraph_privacy.principal import Principal
 from intelgraph_privacy.redact import Plan, RedactionReport, denied_response
 from intelgraph_privacy.redact.erased import Withheld, erased_errors, withhold_erased
-from intelgraph_privacy.rtbf.tombstones import subject_hash
+from intelgraph_privacy.rtbf.tombstones import SubjectHasher
 from intelgraph_privacy.tokens import TokenError
 from sidecar.errors import ClientError, SidecarError, error_body
 from sidecar.graphql_http import GraphQLRequest, OperationRequest, read_get, read_post
@@ -252,8 +252,8 @@ def _withhold_erased(
     erased = state.tombstones.get(principal.tenant)
     if not erased or plan.subject_alias is None:
         return None
-    key = state.pseudonym_key
-    return withhold_erased(plan, upstream, lambda subject: subject_hash(key, subject) in erased)
+    hasher = SubjectHasher(state.pseudonym_key)  # the key absorbed once per response
+    return withhold_erased(plan, upstream, lambda subject: hasher(subject) in erased)
 
 
 def _report_erased(state: SidecarState, outcome: Outcome, withheld: Withheld) -> None:
